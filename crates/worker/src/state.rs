@@ -1,0 +1,106 @@
+//! What a worker serves and shares across handlers.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use neocloud_api::ApiError;
+use neocloud_runtime::{SentenceEmbedder, TokenBudgetBatcher};
+
+use crate::metrics::Metrics;
+
+/// One served embedding model: its tokenizer side (used on request threads)
+/// and the batcher that owns its compute.
+pub struct ServedModel {
+    pub name: String,
+    pub embedder: Arc<SentenceEmbedder>,
+    pub batcher: TokenBudgetBatcher,
+    pub created: u64,
+}
+
+impl ServedModel {
+    pub fn new(name: String, embedder: Arc<SentenceEmbedder>, batcher: TokenBudgetBatcher) -> Self {
+        let created = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        ServedModel {
+            name,
+            embedder,
+            batcher,
+            created,
+        }
+    }
+}
+
+struct Inner {
+    models: RwLock<BTreeMap<String, Arc<ServedModel>>>,
+    /// Set once every configured model is loaded.
+    ready: AtomicBool,
+    metrics: Metrics,
+    max_body_bytes: usize,
+}
+
+/// Shared state of a worker; cheap to clone.
+#[derive(Clone)]
+pub struct WorkerState(Arc<Inner>);
+
+impl WorkerState {
+    pub fn new(metrics: Metrics, max_body_bytes: usize) -> Self {
+        WorkerState(Arc::new(Inner {
+            models: RwLock::new(BTreeMap::new()),
+            ready: AtomicBool::new(false),
+            metrics,
+            max_body_bytes,
+        }))
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    pub fn max_body_bytes(&self) -> usize {
+        self.0.max_body_bytes
+    }
+
+    /// Starts serving `model` under its name.
+    pub fn add_model(&self, model: ServedModel) {
+        let mut models = self.0.models.write().unwrap_or_else(|p| p.into_inner());
+        models.insert(model.name.clone(), Arc::new(model));
+    }
+
+    /// Marks the worker ready (`/v2/health/ready` answers 200).
+    pub fn set_ready(&self, ready: bool) {
+        self.0.ready.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.0.ready.load(Ordering::SeqCst)
+    }
+
+    pub fn model(&self, name: &str) -> Result<Arc<ServedModel>, ApiError> {
+        let models = self.0.models.read().unwrap_or_else(|p| p.into_inner());
+        models.get(name).cloned().ok_or_else(|| {
+            let known: Vec<&str> = models.keys().map(String::as_str).collect();
+            ApiError::not_found(format!(
+                "the model '{name}' does not exist; served models: {}",
+                known.join(", ")
+            ))
+            .with_param("model")
+        })
+    }
+
+    pub fn models(&self) -> Vec<Arc<ServedModel>> {
+        let models = self.0.models.read().unwrap_or_else(|p| p.into_inner());
+        models.values().cloned().collect()
+    }
+
+    /// Stops every batcher after its queue drains.
+    pub fn shutdown(&self) {
+        self.set_ready(false);
+        for m in self.models() {
+            m.batcher.shutdown();
+        }
+    }
+}
