@@ -3,6 +3,11 @@
 //!
 //! embed-offline --model DIR --corpus FILE --batch-sizes 32,128 --repeats 5
 
+/// Inference allocates and frees large tensors on every layer; mimalloc
+/// reuses them where the system allocator maps and faults in fresh pages.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::time::Instant;
 

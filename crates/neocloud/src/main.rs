@@ -4,6 +4,11 @@
 mod config;
 mod up;
 
+/// Inference allocates and frees large tensors on every layer; mimalloc
+/// reuses them where the system allocator maps and faults in fresh pages.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 
 use anyhow::Context;

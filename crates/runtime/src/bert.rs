@@ -10,6 +10,7 @@ use candle_core::{D, DType, Device, Tensor};
 use serde::Deserialize;
 
 use crate::RuntimeError;
+use crate::attention::packed_attention;
 use crate::gelu::gelu_erf;
 
 /// The fields of a Hugging Face BERT `config.json` that shape the network.
@@ -88,6 +89,8 @@ pub struct BertModel {
     layers: Vec<Layer>,
     heads: usize,
     head_dim: usize,
+    /// Padded batched-matmul attention (GPUs) instead of the packed CPU op.
+    pub padded_attention: bool,
 }
 
 /// The positions of one packed batch and how to pad and unpad it.
@@ -107,7 +110,13 @@ pub struct PackedBatch {
 }
 
 impl PackedBatch {
-    pub fn new(seqs: &[&[u32]], device: &Device) -> candle_core::Result<PackedBatch> {
+    /// Packs `seqs`; the pad/unpad indices are built only for the padded
+    /// attention path.
+    pub fn new(
+        seqs: &[&[u32]],
+        device: &Device,
+        padded_attention: bool,
+    ) -> candle_core::Result<PackedBatch> {
         let lengths: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
         let max_len = lengths.iter().copied().max().unwrap_or(0);
         let total: usize = lengths.iter().sum();
@@ -117,7 +126,7 @@ impl PackedBatch {
             ids.extend_from_slice(s);
             positions.extend(0..s.len() as u32);
         }
-        let ragged = lengths.iter().any(|&l| l != max_len);
+        let ragged = padded_attention && lengths.iter().any(|&l| l != max_len);
         let (pad_index, unpad_index, mask) = if ragged {
             let b = seqs.len();
             let mut pad = vec![0u32; b * max_len];
@@ -288,6 +297,7 @@ impl BertModel {
             });
         }
         Ok(BertModel {
+            padded_attention: !device.is_cpu(),
             heads: c.num_attention_heads,
             head_dim: h / c.num_attention_heads,
             config,
@@ -310,41 +320,12 @@ impl BertModel {
             .position_type_embeddings
             .index_select(&batch.positions, 0)?;
         let mut x = self.embed_norm.forward(&(words + pos)?)?;
-        let (b, l, h) = (batch.lengths.len(), batch.max_len, self.config.hidden_size);
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
         for layer in &self.layers {
             let qkv = layer.qkv.forward(&x)?; // [T, 3h]
-            let padded = match &batch.pad_index {
-                Some(idx) => qkv.index_select(idx, 0)?, // [b*l, 3h]
-                None => qkv,
-            };
-            // [b, l, 3, heads, d] -> three [b, heads, l, d]
-            let qkv = padded.reshape((b, l, 3, self.heads, self.head_dim))?;
-            let q = qkv
-                .narrow(2, 0, 1)?
-                .squeeze(2)?
-                .transpose(1, 2)?
-                .contiguous()?;
-            let k = qkv
-                .narrow(2, 1, 1)?
-                .squeeze(2)?
-                .transpose(1, 2)?
-                .contiguous()?;
-            let v = qkv
-                .narrow(2, 2, 1)?
-                .squeeze(2)?
-                .transpose(1, 2)?
-                .contiguous()?;
-            let mut scores = (q.matmul(&k.t()?)? * scale)?; // [b, heads, l, l]
-            if let Some(mask) = &batch.mask {
-                scores = scores.broadcast_add(mask)?;
-            }
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-            let ctx = probs.matmul(&v)?; // [b, heads, l, d]
-            let ctx = ctx.transpose(1, 2)?.reshape((b * l, h))?;
-            let ctx = match &batch.unpad_index {
-                Some(idx) => ctx.index_select(idx, 0)?, // [T, h]
-                None => ctx,
+            let ctx = if !self.padded_attention {
+                packed_attention(&qkv, &batch.lengths, self.heads, self.head_dim)?
+            } else {
+                self.padded_attention(qkv, batch)?
             };
             let attn = layer.attn_out.forward(&ctx)?;
             x = layer.attn_norm.forward(&(attn + &x)?)?;
@@ -353,6 +334,45 @@ impl BertModel {
             x = layer.ffn_norm.forward(&(out + &x)?)?;
         }
         Ok(x)
+    }
+
+    /// Attention on a padded `[batch, heads, max_len, max_len]` view, for
+    /// devices where batched matmuls are cheap (GPUs).
+    fn padded_attention(&self, qkv: Tensor, batch: &PackedBatch) -> candle_core::Result<Tensor> {
+        let (b, l, h) = (batch.lengths.len(), batch.max_len, self.config.hidden_size);
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let padded = match &batch.pad_index {
+            Some(idx) => qkv.index_select(idx, 0)?, // [b*l, 3h]
+            None => qkv,
+        };
+        // [b, l, 3, heads, d] -> three [b, heads, l, d]
+        let qkv = padded.reshape((b, l, 3, self.heads, self.head_dim))?;
+        let q = qkv
+            .narrow(2, 0, 1)?
+            .squeeze(2)?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let k = qkv
+            .narrow(2, 1, 1)?
+            .squeeze(2)?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let v = qkv
+            .narrow(2, 2, 1)?
+            .squeeze(2)?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let mut scores = (q.matmul(&k.t()?)? * scale)?; // [b, heads, l, l]
+        if let Some(mask) = &batch.mask {
+            scores = scores.broadcast_add(mask)?;
+        }
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let ctx = probs.matmul(&v)?; // [b, heads, l, d]
+        let ctx = ctx.transpose(1, 2)?.reshape((b * l, h))?;
+        match &batch.unpad_index {
+            Some(idx) => ctx.index_select(idx, 0), // [T, h]
+            None => Ok(ctx),
+        }
     }
 
     /// Mean of each sequence's token rows, as one `[batch, total]` matmul.
@@ -391,4 +411,113 @@ pub fn l2_normalize(x: &Tensor) -> candle_core::Result<Tensor> {
         .sqrt()?
         .clamp(1e-12, f32::MAX)?;
     x.broadcast_div(&norm)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// Writes a small BERT with random weights (config.json and
+    /// model.safetensors) into `dir`: real loading code, no download.
+    pub(crate) fn write_tiny_bert(dir: &Path, vocab: usize) {
+        let (h, inter, layers, maxpos) = (16usize, 32usize, 2usize, 64usize);
+        let config = serde_json::json!({
+            "vocab_size": vocab, "hidden_size": h, "num_hidden_layers": layers,
+            "num_attention_heads": 4, "intermediate_size": inter,
+            "max_position_embeddings": maxpos, "type_vocab_size": 2,
+            "layer_norm_eps": 1e-12, "hidden_act": "gelu", "model_type": "bert"
+        });
+        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+        let dev = Device::Cpu;
+        let mut t: HashMap<String, Tensor> = HashMap::new();
+        let mut rnd = |name: &str, shape: &[usize]| {
+            let x = Tensor::randn(0f32, 0.5, shape, &dev).unwrap();
+            t.insert(name.to_string(), x);
+        };
+        rnd("embeddings.word_embeddings.weight", &[vocab, h]);
+        rnd("embeddings.position_embeddings.weight", &[maxpos, h]);
+        rnd("embeddings.token_type_embeddings.weight", &[2, h]);
+        rnd("embeddings.LayerNorm.weight", &[h]);
+        rnd("embeddings.LayerNorm.bias", &[h]);
+        for i in 0..layers {
+            let p = format!("encoder.layer.{i}");
+            for (name, out, inp) in [
+                ("attention.self.query", h, h),
+                ("attention.self.key", h, h),
+                ("attention.self.value", h, h),
+                ("attention.output.dense", h, h),
+                ("intermediate.dense", inter, h),
+                ("output.dense", h, inter),
+            ] {
+                rnd(&format!("{p}.{name}.weight"), &[out, inp]);
+                rnd(&format!("{p}.{name}.bias"), &[out]);
+            }
+            for name in ["attention.output.LayerNorm", "output.LayerNorm"] {
+                rnd(&format!("{p}.{name}.weight"), &[h]);
+                rnd(&format!("{p}.{name}.bias"), &[h]);
+            }
+        }
+        candle_core::safetensors::save(&t, dir.join("model.safetensors")).unwrap();
+    }
+
+    fn pooled(model: &BertModel, seqs: &[&[u32]]) -> Vec<Vec<f32>> {
+        let batch = PackedBatch::new(seqs, &Device::Cpu, model.padded_attention).unwrap();
+        let hidden = model.forward(&batch).unwrap();
+        model.mean_pool(&hidden, &batch).unwrap().to_vec2().unwrap()
+    }
+
+    #[test]
+    fn a_sequence_gets_the_same_vector_alone_and_in_a_ragged_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        write_tiny_bert(dir.path(), 50);
+        let mut model = BertModel::load(dir.path(), &Device::Cpu).unwrap();
+        let seqs: Vec<Vec<u32>> = vec![
+            vec![1, 5, 9, 2],
+            vec![1, 7, 2],
+            (0..40).map(|i| i % 50).collect(),
+            vec![1, 5, 9, 2],
+            vec![3],
+        ];
+        let refs: Vec<&[u32]> = seqs.iter().map(|s| s.as_slice()).collect();
+        let together = pooled(&model, &refs);
+        for (i, s) in refs.iter().enumerate() {
+            let alone = &pooled(&model, &[s])[0];
+            for (a, b) in alone.iter().zip(&together[i]) {
+                assert!((a - b).abs() < 1e-5, "sequence {i}: {a} vs {b}");
+            }
+        }
+        // Different inputs give different vectors: the output depends on them.
+        assert!(together[0] != together[1]);
+        assert_eq!(together[0], together[3]);
+        // The padded (GPU) attention path computes the same thing.
+        model.padded_attention = true;
+        let padded = pooled(&model, &refs);
+        for (p, t) in padded.iter().zip(&together) {
+            for (a, b) in p.iter().zip(t) {
+                assert!((a - b).abs() < 1e-5, "padded {a} vs packed {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn load_errors_name_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        write_tiny_bert(dir.path(), 50);
+        let config = std::fs::read_to_string(dir.path().join("config.json")).unwrap();
+        std::fs::write(
+            dir.path().join("config.json"),
+            config.replace("\"bert\"", "\"llama\""),
+        )
+        .unwrap();
+        let err = BertModel::load(dir.path(), &Device::Cpu).err().unwrap();
+        assert!(err.to_string().contains("not a BERT-family"), "{err}");
+        std::fs::write(
+            dir.path().join("config.json"),
+            config.replace("\"vocab_size\":50", "\"vocab_size\":51"),
+        )
+        .unwrap();
+        let err = BertModel::load(dir.path(), &Device::Cpu).err().unwrap();
+        assert!(err.to_string().contains("word_embeddings"), "{err}");
+    }
 }

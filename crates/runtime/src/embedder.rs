@@ -191,7 +191,7 @@ impl SentenceEmbedder {
             });
         }
         let run = || -> candle_core::Result<Vec<Vec<f32>>> {
-            let batch = PackedBatch::new(seqs, self.model.device())?;
+            let batch = PackedBatch::new(seqs, self.model.device(), self.model.padded_attention)?;
             let hidden = self.model.forward(&batch)?;
             let mut pooled: Tensor = match self.pooling {
                 Pooling::Mean => self.model.mean_pool(&hidden, &batch)?,

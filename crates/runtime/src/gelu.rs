@@ -1,6 +1,7 @@
 //! Exact (erf-based) GELU as a candle custom op: a branch-free rational erf
 //! approximation that the compiler vectorises, run over row chunks in
-//! parallel. candle's own `gelu_erf` calls scalar `libm::erff` on one thread,
+//! parallel. (No `mul_add`: without an FMA target feature it is a libm
+//! call.) candle's own `gelu_erf` calls scalar `libm::erff` on one thread,
 //! which costs a third of a MiniLM forward pass on two cores.
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
@@ -13,18 +14,18 @@ pub fn erf_f32(x: f32) -> f32 {
     let x = x.clamp(-4.0, 4.0);
     let x2 = x * x;
     let mut p = -2.726_142_3e-10_f32;
-    p = p.mul_add(x2, 2.770_681_4e-8);
-    p = p.mul_add(x2, -2.101_024e-6);
-    p = p.mul_add(x2, -5.692_506_4e-5);
-    p = p.mul_add(x2, -7.349_906_3e-4);
-    p = p.mul_add(x2, -2.954_6e-3);
-    p = p.mul_add(x2, -1.609_603_3e-2);
+    p = p * x2 + 2.770_681_4e-8;
+    p = p * x2 + -2.101_024e-6;
+    p = p * x2 + -5.692_506_4e-5;
+    p = p * x2 + -7.349_906_3e-4;
+    p = p * x2 + -2.954_6e-3;
+    p = p * x2 + -1.609_603_3e-2;
     p *= x;
     let mut q = -1.456_607_2e-5_f32;
-    q = q.mul_add(x2, -2.133_740_6e-4);
-    q = q.mul_add(x2, -1.682_827e-3);
-    q = q.mul_add(x2, -7.373_329_2e-3);
-    q = q.mul_add(x2, -1.426_474e-2);
+    q = q * x2 + -2.133_740_6e-4;
+    q = q * x2 + -1.682_827e-3;
+    q = q * x2 + -7.373_329_2e-3;
+    q = q * x2 + -1.426_474e-2;
     p / q
 }
 

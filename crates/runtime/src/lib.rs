@@ -8,6 +8,7 @@
 //! This crate has no HTTP and no metrics exporter: callers observe batches
 //! through [`BatchObserver`] and map [`RuntimeError`] to their protocol.
 
+pub mod attention;
 pub mod batcher;
 pub mod bert;
 pub mod embedder;
