@@ -4,7 +4,8 @@
 //! embed-offline --model DIR --corpus FILE --batch-sizes 32,128 --repeats 5
 
 /// Inference allocates and frees large tensors on every layer; mimalloc
-/// reuses them where the system allocator maps and faults in fresh pages.
+/// reuses them where the system allocator maps and faults in fresh pages
+/// (see `neocloud_runtime::keep_freed_pages`).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -34,6 +35,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    neocloud_runtime::keep_freed_pages();
     let args = Args::parse();
     let text = std::fs::read_to_string(&args.corpus).context("reading the corpus")?;
     let sentences: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();

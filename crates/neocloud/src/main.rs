@@ -5,7 +5,8 @@ mod config;
 mod up;
 
 /// Inference allocates and frees large tensors on every layer; mimalloc
-/// reuses them where the system allocator maps and faults in fresh pages.
+/// reuses them where the system allocator maps and faults in fresh pages
+/// (see `neocloud_runtime::keep_freed_pages`).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -84,6 +85,7 @@ enum ModelsCommand {
 }
 
 fn main() -> std::process::ExitCode {
+    neocloud_runtime::keep_freed_pages();
     let cli = Cli::parse();
     if let Command::Up(args) = &cli.command
         && let Some(n) = args.threads

@@ -164,14 +164,13 @@ pub(crate) fn bar(progress: bool, len: Option<u64>) -> ProgressBar {
     if !progress {
         return ProgressBar::hidden();
     }
-    let bar = match len {
+    match len {
         Some(n) => ProgressBar::with_draw_target(Some(n), ProgressDrawTarget::stderr()).with_style(
             ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         ),
         None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
-    };
-    bar
+    }
 }
 
 #[cfg(test)]

@@ -35,8 +35,13 @@ fn main() {
     time("layer_norm", || {
         candle_nn::ops::layer_norm(&x, &w, &b384, 1e-12).unwrap();
     });
-    time("gelu ours", || {
-        neocloud_runtime::gelu::gelu_erf(&big).unwrap();
+    let bias_host = b1536.to_vec1::<f32>().unwrap();
+    time("bias+gelu fused", || {
+        neocloud_runtime::attention::bias_gelu(&big, &bias_host).unwrap();
+    });
+    let (g, bb) = (w.to_vec1::<f32>().unwrap(), b384.to_vec1::<f32>().unwrap());
+    time("bias+residual+layer_norm fused", || {
+        neocloud_runtime::attention::bias_residual_layer_norm(&x, &x, &bb, &g, &bb, 1e-12).unwrap();
     });
     time("gelu candle", || {
         big.gelu_erf().unwrap();

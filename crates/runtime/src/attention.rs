@@ -1,72 +1,38 @@
-//! Self-attention over a packed batch as one candle custom op.
+//! Fused CPU ops for the packed BERT forward pass, as candle custom ops.
 //!
-//! Each (sequence, head) pair is an independent task on the rayon pool: its
-//! scores, softmax and weighted sum are computed straight from the packed
-//! `[total_tokens, 3 * hidden]` QKV matrix, so no padding, no mask and no
-//! gather is ever formed, and a batch of short sentences costs one parallel
-//! loop rather than thousands of tiny matmul calls.
+//! - [`packed_attention`]: each (sequence, head) pair is an independent task
+//!   on the rayon pool, computed straight from the packed `[total_tokens,
+//!   3 * hidden]` QKV matrix: no padding, no mask, no gather, and one
+//!   parallel loop instead of thousands of tiny matmul calls.
+//! - [`bias_gelu`]: bias add and exact GELU in one pass.
+//! - [`bias_residual_layer_norm`]: bias add, residual add and LayerNorm in
+//!   one pass.
+//!
+//! Each reads its input once and writes its output once; the arithmetic is
+//! in [`crate::simd`].
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-pub struct PackedAttention<'a> {
-    pub lengths: &'a [usize],
-    pub heads: usize,
-    pub head_dim: usize,
+use crate::simd;
+
+/// Rows per parallel task for the row-wise ops.
+const ROWS_PER_TASK: usize = 16;
+
+fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("{op}: only f32 is supported")
+    };
+    let Some((lo, hi)) = layout.contiguous_offsets() else {
+        candle_core::bail!("{op}: input must be contiguous")
+    };
+    Ok(&data[lo..hi])
 }
 
-/// Dot product with independent accumulators so that it vectorises.
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let mut ca = a.chunks_exact(8);
-    let mut cb = b.chunks_exact(8);
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let mut sum: f32 = acc.iter().sum();
-    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
-        sum += x * y;
-    }
-    sum
-}
-
-impl PackedAttention<'_> {
-    /// One head of one sequence: returns its `[len, head_dim]` context.
-    fn head(&self, qkv: &[f32], start: usize, len: usize, head: usize) -> Vec<f32> {
-        let (d, h) = (self.head_dim, self.heads * self.head_dim);
-        let stride = 3 * h;
-        let scale = 1.0 / (d as f32).sqrt();
-        let q_at = |t: usize| &qkv[(start + t) * stride + head * d..][..d];
-        let k_at = |t: usize| &qkv[(start + t) * stride + h + head * d..][..d];
-        let v_at = |t: usize| &qkv[(start + t) * stride + 2 * h + head * d..][..d];
-        let mut out = vec![0f32; len * d];
-        let mut scores = vec![0f32; len];
-        for i in 0..len {
-            let q = q_at(i);
-            let mut max = f32::NEG_INFINITY;
-            for (j, s) in scores.iter_mut().enumerate() {
-                *s = dot(q, k_at(j)) * scale;
-                max = max.max(*s);
-            }
-            let mut sum = 0f32;
-            for s in scores.iter_mut() {
-                *s = (*s - max).exp();
-                sum += *s;
-            }
-            let inv = 1.0 / sum;
-            let o = &mut out[i * d..(i + 1) * d];
-            for (j, &p) in scores.iter().enumerate() {
-                let p = p * inv;
-                for (o, &v) in o.iter_mut().zip(v_at(j)) {
-                    *o += p * v;
-                }
-            }
-        }
-        out
-    }
+struct PackedAttention<'a> {
+    lengths: &'a [usize],
+    heads: usize,
+    head_dim: usize,
 }
 
 impl CustomOp1 for PackedAttention<'_> {
@@ -75,14 +41,8 @@ impl CustomOp1 for PackedAttention<'_> {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("packed attention: only f32 is supported")
-        };
-        let Some((lo, hi)) = layout.contiguous_offsets() else {
-            candle_core::bail!("packed attention: QKV must be contiguous")
-        };
-        let qkv = &data[lo..hi];
-        let h = self.heads * self.head_dim;
+        let qkv = f32_slice(storage, layout, self.name())?;
+        let (d, h) = (self.head_dim, self.heads * self.head_dim);
         let total: usize = self.lengths.iter().sum();
         if layout.dims() != [total, 3 * h] {
             candle_core::bail!(
@@ -102,9 +62,21 @@ impl CustomOp1 for PackedAttention<'_> {
             .collect();
         let contexts: Vec<Vec<f32>> = tasks
             .par_iter()
-            .map(|&(s, hd)| self.head(qkv, starts[s], self.lengths[s], hd))
+            .map_init(Vec::new, |scratch, &(s, hd)| {
+                let len = self.lengths[s];
+                let mut out = vec![0f32; len * d];
+                simd::attention_head(
+                    &qkv[starts[s] * 3 * h..(starts[s] + len) * 3 * h],
+                    len,
+                    3 * h,
+                    (hd * d, h + hd * d, 2 * h + hd * d),
+                    d,
+                    scratch,
+                    &mut out,
+                );
+                out
+            })
             .collect();
-        let d = self.head_dim;
         let mut out = vec![0f32; total * h];
         for (&(s, hd), ctx) in tasks.iter().zip(&contexts) {
             for t in 0..self.lengths[s] {
@@ -116,7 +88,8 @@ impl CustomOp1 for PackedAttention<'_> {
     }
 }
 
-/// Attention context `[total, hidden]` from packed QKV `[total, 3 * hidden]`.
+/// Attention context `[total, hidden]` from packed QKV `[total, 3 * hidden]`
+/// (biases already added).
 pub fn packed_attention(
     qkv: &Tensor,
     lengths: &[usize],
@@ -128,4 +101,92 @@ pub fn packed_attention(
         heads,
         head_dim,
     })
+}
+
+struct BiasGelu<'a> {
+    bias: &'a [f32],
+}
+
+impl CustomOp1 for BiasGelu<'_> {
+    fn name(&self) -> &'static str {
+        "neocloud-bias-gelu"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let src = f32_slice(storage, layout, self.name())?;
+        let n = self.bias.len();
+        if layout.dims().last() != Some(&n) {
+            candle_core::bail!("bias_gelu: last dim of {:?} is not {n}", layout.dims())
+        }
+        let mut out = vec![0f32; src.len()];
+        out.par_chunks_mut(n * ROWS_PER_TASK)
+            .zip(src.par_chunks(n * ROWS_PER_TASK))
+            .for_each(|(o, s)| simd::bias_gelu(s, self.bias, o));
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+}
+
+/// `gelu(x + bias)` with the exact erf GELU, over rows of `x`.
+pub fn bias_gelu(x: &Tensor, bias: &[f32]) -> Result<Tensor> {
+    x.contiguous()?.apply_op1_no_bwd(&BiasGelu { bias })
+}
+
+struct BiasResidualLayerNorm<'a> {
+    bias: &'a [f32],
+    gamma: &'a [f32],
+    beta: &'a [f32],
+    eps: f32,
+}
+
+impl CustomOp2 for BiasResidualLayerNorm<'_> {
+    fn name(&self) -> &'static str {
+        "neocloud-bias-residual-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s1, l1, self.name())?;
+        let residual = f32_slice(s2, l2, self.name())?;
+        let h = self.gamma.len();
+        if l1.dims() != l2.dims() || l1.dims().last() != Some(&h) {
+            candle_core::bail!(
+                "layer norm: shapes {:?} and {:?} do not match hidden size {h}",
+                l1.dims(),
+                l2.dims()
+            )
+        }
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(h * ROWS_PER_TASK)
+            .zip(x.par_chunks(h * ROWS_PER_TASK))
+            .zip(residual.par_chunks(h * ROWS_PER_TASK))
+            .for_each(|((o, x), r)| {
+                simd::bias_residual_layer_norm(x, self.bias, r, self.gamma, self.beta, self.eps, o)
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// `LayerNorm(x + bias + residual)` over rows.
+pub fn bias_residual_layer_norm(
+    x: &Tensor,
+    residual: &Tensor,
+    bias: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+) -> Result<Tensor> {
+    x.contiguous()?.apply_op2_no_bwd(
+        &residual.contiguous()?,
+        &BiasResidualLayerNorm {
+            bias,
+            gamma,
+            beta,
+            eps,
+        },
+    )
 }

@@ -50,6 +50,9 @@ impl BatchObserver for NoObserver {
 
 type Reply = oneshot::Sender<Result<Vec<f32>, RuntimeError>>;
 
+/// Where one sequence's vector (or its error) arrives.
+pub type VectorReceiver = oneshot::Receiver<Result<Vec<f32>, RuntimeError>>;
+
 struct Pending {
     ids: Vec<u32>,
     enqueued: Instant,
@@ -107,10 +110,7 @@ impl TokenBudgetBatcher {
 
     /// Queues `seqs` (all or none) and returns one receiver per sequence, in
     /// order. A full queue refuses the whole request with `QueueFull`.
-    pub fn submit(
-        &self,
-        seqs: Vec<Vec<u32>>,
-    ) -> Result<Vec<oneshot::Receiver<Result<Vec<f32>, RuntimeError>>>, RuntimeError> {
+    pub fn submit(&self, seqs: Vec<Vec<u32>>) -> Result<Vec<VectorReceiver>, RuntimeError> {
         let mut receivers = Vec::with_capacity(seqs.len());
         let depth;
         {

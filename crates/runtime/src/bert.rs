@@ -10,8 +10,7 @@ use candle_core::{D, DType, Device, Tensor};
 use serde::Deserialize;
 
 use crate::RuntimeError;
-use crate::attention::packed_attention;
-use crate::gelu::gelu_erf;
+use crate::attention::{bias_gelu, bias_residual_layer_norm, packed_attention};
 
 /// The fields of a Hugging Face BERT `config.json` that shape the network.
 #[derive(Debug, Clone, Deserialize)]
@@ -48,23 +47,48 @@ struct Linear {
     /// Stored transposed, `[in, out]`, so the forward pass is a plain matmul.
     weight_t: Tensor,
     bias: Tensor,
+    /// The bias on the host, for the fused CPU ops.
+    bias_host: Vec<f32>,
 }
 
 impl Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         x.matmul(&self.weight_t)?.broadcast_add(&self.bias)
     }
+
+    /// The matmul alone; the caller fuses the bias into what follows.
+    fn forward_no_bias(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        x.matmul(&self.weight_t)
+    }
 }
 
 struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
+    weight_host: Vec<f32>,
+    bias_host: Vec<f32>,
     eps: f32,
 }
 
 impl LayerNorm {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         candle_nn::ops::layer_norm(x, &self.weight, &self.bias, self.eps)
+    }
+
+    /// `LayerNorm(linear(x) + residual)`, fused on the CPU.
+    fn after(&self, lin: &Linear, x: &Tensor, residual: &Tensor) -> candle_core::Result<Tensor> {
+        if x.device().is_cpu() {
+            bias_residual_layer_norm(
+                &lin.forward_no_bias(x)?,
+                residual,
+                &lin.bias_host,
+                &self.weight_host,
+                &self.bias_host,
+                self.eps,
+            )
+        } else {
+            self.forward(&(lin.forward(x)? + residual)?)
+        }
     }
 }
 
@@ -205,7 +229,11 @@ impl BertModel {
                 ),
             ));
         }
-        if config.num_attention_heads == 0 || config.hidden_size % config.num_attention_heads != 0 {
+        if config.num_attention_heads == 0
+            || !config
+                .hidden_size
+                .is_multiple_of(config.num_attention_heads)
+        {
             return Err(RuntimeError::load(
                 &config_path,
                 "hidden_size must be a multiple of num_attention_heads",
@@ -245,13 +273,18 @@ impl BertModel {
                     .t()
                     .and_then(|t| t.contiguous())
                     .map_err(RuntimeError::engine)?,
+                bias_host: b.to_vec1().map_err(RuntimeError::engine)?,
                 bias: b,
             })
         };
         let norm = |prefix: &str| -> Result<LayerNorm, RuntimeError> {
+            let weight = check(get(&format!("{prefix}.weight"))?, &[h], prefix)?;
+            let bias = check(get(&format!("{prefix}.bias"))?, &[h], prefix)?;
             Ok(LayerNorm {
-                weight: check(get(&format!("{prefix}.weight"))?, &[h], prefix)?,
-                bias: check(get(&format!("{prefix}.bias"))?, &[h], prefix)?,
+                weight_host: weight.to_vec1().map_err(RuntimeError::engine)?,
+                bias_host: bias.to_vec1().map_err(RuntimeError::engine)?,
+                weight,
+                bias,
                 eps: c.layer_norm_eps as f32,
             })
         };
@@ -282,10 +315,13 @@ impl BertModel {
             let k = linear(&format!("{p}.attention.self.key"), h, h)?;
             let v = linear(&format!("{p}.attention.self.value"), h, h)?;
             // One [h, 3h] matmul instead of three [h, h] ones.
+            let bias =
+                Tensor::cat(&[&q.bias, &k.bias, &v.bias], 0).map_err(RuntimeError::engine)?;
             let qkv = Linear {
                 weight_t: Tensor::cat(&[&q.weight_t, &k.weight_t, &v.weight_t], 1)
                     .map_err(RuntimeError::engine)?,
-                bias: Tensor::cat(&[&q.bias, &k.bias, &v.bias], 0).map_err(RuntimeError::engine)?,
+                bias_host: bias.to_vec1().map_err(RuntimeError::engine)?,
+                bias,
             };
             layers.push(Layer {
                 qkv,
@@ -327,11 +363,13 @@ impl BertModel {
             } else {
                 self.padded_attention(qkv, batch)?
             };
-            let attn = layer.attn_out.forward(&ctx)?;
-            x = layer.attn_norm.forward(&(attn + &x)?)?;
-            let inner = gelu_erf(&layer.ffn_in.forward(&x)?)?;
-            let out = layer.ffn_out.forward(&inner)?;
-            x = layer.ffn_norm.forward(&(out + &x)?)?;
+            x = layer.attn_norm.after(&layer.attn_out, &ctx, &x)?;
+            let inner = if self.device.is_cpu() {
+                bias_gelu(&layer.ffn_in.forward_no_bias(&x)?, &layer.ffn_in.bias_host)?
+            } else {
+                layer.ffn_in.forward(&x)?.gelu_erf()?
+            };
+            x = layer.ffn_norm.after(&layer.ffn_out, &inner, &x)?;
         }
         Ok(x)
     }

@@ -12,7 +12,7 @@ pub mod attention;
 pub mod batcher;
 pub mod bert;
 pub mod embedder;
-pub mod gelu;
+pub mod simd;
 
 pub use batcher::{BatchObserver, BatchStats, EmbeddingEngine, TokenBudgetBatcher};
 pub use embedder::{EmbedderOptions, Pooling, SentenceEmbedder};
@@ -85,4 +85,16 @@ pub fn default_device() -> candle_core::Device {
         return dev;
     }
     candle_core::Device::Cpu
+}
+
+/// Tells mimalloc (when it is the global allocator) to keep freed pages
+/// mapped. Each batch frees and reallocates tensors of the same sizes;
+/// purging them only to fault them in again cost ~8% of inference time on
+/// two cores. Memory stays bounded by the batch budgets. Call it first thing
+/// in `main`; without mimalloc as the allocator it changes nothing.
+pub fn keep_freed_pages() {
+    /// `mi_option_purge_delay` in mimalloc's option enum.
+    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    // SAFETY: sets a process-wide allocator option; no memory is touched.
+    unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, -1) };
 }
