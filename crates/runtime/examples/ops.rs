@@ -48,7 +48,8 @@ fn main() {
     });
     let lens = vec![15usize; 32];
     time("attention packed", || {
-        neocloud_runtime::attention::packed_attention(&qkv, &lens, 12, 32).unwrap();
+        neocloud_runtime::attention::packed_attention(&qkv, &vec![0f32; 1152], &lens, 12, 32)
+            .unwrap();
     });
     let emb = Tensor::randn(0f32, 1.0, (30522, 384), &dev).unwrap();
     let ids = Tensor::from_vec((0..t as u32).collect::<Vec<_>>(), t, &dev).unwrap();

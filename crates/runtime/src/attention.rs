@@ -31,8 +31,29 @@ fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&
 
 struct PackedAttention<'a> {
     lengths: &'a [usize],
+    bias: &'a [f32],
     heads: usize,
     head_dim: usize,
+}
+
+/// The output buffer, shared by tasks that each write a disjoint block of
+/// it: their sequence's rows, their head's columns.
+struct SharedOut(*mut f32, usize);
+// SAFETY: tasks write disjoint regions; the buffer outlives the parallel loop.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// The `len` floats at `offset`.
+    ///
+    /// # Safety
+    /// No other live slice may overlap `offset..offset + len`.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn segment(&self, offset: usize, len: usize) -> &mut [f32] {
+        assert!(offset + len <= self.1, "segment out of bounds");
+        // SAFETY: in bounds (checked above); exclusivity is the caller's promise.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(offset), len) }
+    }
 }
 
 impl CustomOp1 for PackedAttention<'_> {
@@ -44,10 +65,11 @@ impl CustomOp1 for PackedAttention<'_> {
         let qkv = f32_slice(storage, layout, self.name())?;
         let (d, h) = (self.head_dim, self.heads * self.head_dim);
         let total: usize = self.lengths.iter().sum();
-        if layout.dims() != [total, 3 * h] {
+        if layout.dims() != [total, 3 * h] || self.bias.len() != 3 * h {
             candle_core::bail!(
-                "packed attention: QKV has shape {:?}, expected [{total}, {}]",
+                "packed attention: QKV has shape {:?} and bias {}, expected [{total}, {}]",
                 layout.dims(),
+                self.bias.len(),
                 3 * h
             )
         }
@@ -60,44 +82,48 @@ impl CustomOp1 for PackedAttention<'_> {
         let tasks: Vec<(usize, usize)> = (0..self.lengths.len())
             .flat_map(|s| (0..self.heads).map(move |hd| (s, hd)))
             .collect();
-        let contexts: Vec<Vec<f32>> = tasks
-            .par_iter()
-            .map_init(Vec::new, |scratch, &(s, hd)| {
-                let len = self.lengths[s];
-                let mut out = vec![0f32; len * d];
+        let mut out = vec![0f32; total * h];
+        let shared = SharedOut(out.as_mut_ptr(), out.len());
+        tasks.par_iter().for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(scratch, ctx), &(s, hd)| {
+                let (start, len) = (starts[s], self.lengths[s]);
+                ctx.clear();
+                ctx.resize(len * d, 0.0);
                 simd::attention_head(
-                    &qkv[starts[s] * 3 * h..(starts[s] + len) * 3 * h],
+                    &qkv[start * 3 * h..(start + len) * 3 * h],
+                    self.bias,
                     len,
                     3 * h,
                     (hd * d, h + hd * d, 2 * h + hd * d),
                     d,
                     scratch,
-                    &mut out,
+                    ctx,
                 );
-                out
-            })
-            .collect();
-        let mut out = vec![0f32; total * h];
-        for (&(s, hd), ctx) in tasks.iter().zip(&contexts) {
-            for t in 0..self.lengths[s] {
-                let row = starts[s] + t;
-                out[row * h + hd * d..][..d].copy_from_slice(&ctx[t * d..(t + 1) * d]);
-            }
-        }
+                for t in 0..len {
+                    // SAFETY: row start+t, columns hd*d..hd*d+d belong to this
+                    // (sequence, head) task alone.
+                    let row = unsafe { shared.segment((start + t) * h + hd * d, d) };
+                    row.copy_from_slice(&ctx[t * d..(t + 1) * d]);
+                }
+            },
+        );
         Ok((CpuStorage::F32(out), Shape::from((total, h))))
     }
 }
 
 /// Attention context `[total, hidden]` from packed QKV `[total, 3 * hidden]`
-/// (biases already added).
+/// before its bias, which is added here.
 pub fn packed_attention(
     qkv: &Tensor,
+    bias: &[f32],
     lengths: &[usize],
     heads: usize,
     head_dim: usize,
 ) -> Result<Tensor> {
     qkv.contiguous()?.apply_op1_no_bwd(&PackedAttention {
         lengths,
+        bias,
         heads,
         head_dim,
     })

@@ -357,11 +357,17 @@ impl BertModel {
             .index_select(&batch.positions, 0)?;
         let mut x = self.embed_norm.forward(&(words + pos)?)?;
         for layer in &self.layers {
-            let qkv = layer.qkv.forward(&x)?; // [T, 3h]
             let ctx = if !self.padded_attention {
-                packed_attention(&qkv, &batch.lengths, self.heads, self.head_dim)?
+                let qkv = layer.qkv.forward_no_bias(&x)?; // [T, 3h]
+                packed_attention(
+                    &qkv,
+                    &layer.qkv.bias_host,
+                    &batch.lengths,
+                    self.heads,
+                    self.head_dim,
+                )?
             } else {
-                self.padded_attention(qkv, batch)?
+                self.padded_attention(layer.qkv.forward(&x)?, batch)?
             };
             x = layer.attn_norm.after(&layer.attn_out, &ctx, &x)?;
             let inner = if self.device.is_cpu() {

@@ -61,8 +61,14 @@ pub fn erf(x: f32) -> f32 {
 /// ≈ 2e-7; underflows to 0 below -87.
 #[inline(always)]
 pub fn exp_nonpositive(x: f32) -> f32 {
-    let x = x.max(-87.0);
-    let n = (x * std::f32::consts::LOG2_E).round_ties_even();
+    // Plain comparisons rather than f32::max/round/`as i32`: their NaN and
+    // saturation rules keep LLVM from vectorising the loop around this.
+    let x = if x < -87.0 { -87.0 } else { x };
+    // Adding 1.5·2^23 rounds x·log2(e) to the nearest integer n and leaves
+    // n in the low mantissa bits: bits(t) = 0x4B40_0000 + n.
+    const SHIFTER: f32 = 12_582_912.0;
+    let t = x * std::f32::consts::LOG2_E + SHIFTER;
+    let n = t - SHIFTER;
     // Cody-Waite: ln 2 split in two so that n·ln2 is exact in f32.
     let r = (x - n * 0.693_359_4) - n * -2.121_944_4e-4;
     let mut p = 1.0 / 720.0_f32;
@@ -72,7 +78,8 @@ pub fn exp_nonpositive(x: f32) -> f32 {
     p = p * r + 0.5;
     p = p * r + 1.0;
     p = p * r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2^n from the exponent field: (n + 127) << 23, with n ≥ -126 here.
+    let scale = f32::from_bits(t.to_bits().wrapping_sub(0x4B40_0000).wrapping_add(127) << 23);
     p * scale
 }
 
@@ -114,13 +121,15 @@ multiversion! {
 multiversion! {
     /// One attention head of one sequence. `qkv` holds `len` rows of
     /// `stride` floats from which q, k and v of this head start at offsets
-    /// `q_off`, `k_off`, `v_off`; writes the `[len, d]` context to `out`.
-    /// `scratch` is reused between calls.
+    /// `q_off`, `k_off`, `v_off`; `bias` is the QKV bias for a whole row.
+    /// Writes the `[len, d]` context to `out`. `scratch` is reused between
+    /// calls.
     ///
     /// K is transposed first so that a query's scores against every key are
     /// built as `d` vector multiply-adds across keys, with no horizontal sums.
     pub fn attention_head(
         qkv: &[f32],
+        bias: &[f32],
         len: usize,
         stride: usize,
         offsets: (usize, usize, usize),
@@ -131,24 +140,34 @@ multiversion! {
         let (q_off, k_off, v_off) = offsets;
         let scale = 1.0 / (d as f32).sqrt();
         scratch.clear();
-        scratch.resize(d * len + len, 0.0);
-        let (kt, scores) = scratch.split_at_mut(d * len);
+        scratch.resize(2 * d * len + len + d, 0.0);
+        let (kt, rest) = scratch.split_at_mut(d * len);
+        let (v, rest) = rest.split_at_mut(d * len);
+        let (scores, q) = rest.split_at_mut(len);
+        let (qb, kb, vb) = (&bias[q_off..][..d], &bias[k_off..][..d], &bias[v_off..][..d]);
         for j in 0..len {
             let k = &qkv[j * stride + k_off..][..d];
-            for (c, &kv) in k.iter().enumerate() {
-                kt[c * len + j] = kv;
+            for (c, (&kv, &b)) in k.iter().zip(kb).enumerate() {
+                kt[c * len + j] = kv + b;
+            }
+            let vr = &qkv[j * stride + v_off..][..d];
+            for ((dst, &x), &b) in v[j * d..(j + 1) * d].iter_mut().zip(vr).zip(vb) {
+                *dst = x + b;
             }
         }
         for i in 0..len {
-            let q = &qkv[i * stride + q_off..][..d];
+            for ((dst, &x), &b) in q.iter_mut().zip(&qkv[i * stride + q_off..][..d]).zip(qb) {
+                *dst = (x + b) * scale;
+            }
             scores.fill(0.0);
             for (c, &qv) in q.iter().enumerate() {
-                let qv = qv * scale;
                 for (s, &k) in scores.iter_mut().zip(&kt[c * len..(c + 1) * len]) {
                     *s += qv * k;
                 }
             }
-            let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+            let max = scores
+                .iter()
+                .fold(f32::NEG_INFINITY, |m, &s| if s > m { s } else { m });
             let mut sum = 0f32;
             for s in scores.iter_mut() {
                 *s = exp_nonpositive(*s - max);
@@ -159,8 +178,7 @@ multiversion! {
             o.fill(0.0);
             for (j, &p) in scores.iter().enumerate() {
                 let p = p * inv;
-                let v = &qkv[j * stride + v_off..][..d];
-                for (o, &v) in o.iter_mut().zip(v) {
+                for (o, &v) in o.iter_mut().zip(&v[j * d..(j + 1) * d]) {
                     *o += p * v;
                 }
             }
