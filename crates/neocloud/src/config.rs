@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use neocloud_api::{BatchingConfig, Document, ModelResource, ModelTask};
+use neocloud_api::{BatchingConfig, Document, ModelFormat, ModelResource, ModelTask, RuntimeKind};
 
 /// What `up` serves when no config is given.
 pub const DEFAULT_CONFIG: &str = r#"
@@ -84,12 +84,18 @@ pub fn resolve(text: &str) -> anyhow::Result<Vec<ServiceSpec>> {
         }
     }
     for s in &out {
-        if s.model.spec.task != ModelTask::Embedding {
+        let (name, spec) = (&s.model.metadata.name, &s.model.spec);
+        if spec.task != ModelTask::Embedding {
             bail!(
-                "Model {:?}: task {:?} is not served yet (embedding only)",
-                s.model.metadata.name,
-                s.model.spec.task
+                "Model {name:?}: spec.task: {:?} is not served yet (embedding only)",
+                spec.task
             );
+        }
+        if spec.runtime.is_some_and(|r| r != RuntimeKind::CandleBert) {
+            bail!("Model {name:?}: spec.runtime: embeddings run on candle-bert");
+        }
+        if spec.format.is_some_and(|f| f != ModelFormat::Safetensors) {
+            bail!("Model {name:?}: spec.format: candle-bert loads safetensors");
         }
     }
     if out.is_empty() {
@@ -118,6 +124,21 @@ mod tests {
         assert_eq!(services.len(), 1);
         assert_eq!(services[0].name, "fast");
         assert_eq!(services[0].batching.max_batch_requests, 4);
+    }
+
+    #[test]
+    fn unsupported_task_runtime_or_format_is_refused_by_field() {
+        for (field, value, needle) in [
+            ("task", "generation", "spec.task"),
+            ("runtime", "llama-cpp", "spec.runtime"),
+            ("format", "gguf", "spec.format"),
+        ] {
+            let text = format!(
+                "apiVersion: neocloud.dev/v1\nkind: Model\nmetadata: {{name: m}}\nspec: {{source: x, {field}: {value}}}\n"
+            );
+            let err = format!("{:#}", resolve(&text).unwrap_err());
+            assert!(err.contains(needle), "{err}");
+        }
     }
 
     #[test]

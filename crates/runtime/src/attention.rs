@@ -93,10 +93,14 @@ impl CustomOp1 for PackedAttention<'_> {
                 simd::attention_head(
                     &qkv[start * 3 * h..(start + len) * 3 * h],
                     self.bias,
-                    len,
-                    3 * h,
-                    (hd * d, h + hd * d, 2 * h + hd * d),
-                    d,
+                    simd::HeadLayout {
+                        len,
+                        stride: 3 * h,
+                        q_off: hd * d,
+                        k_off: h + hd * d,
+                        v_off: 2 * h + hd * d,
+                        d,
+                    },
                     scratch,
                     ctx,
                 );

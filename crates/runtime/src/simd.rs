@@ -118,10 +118,24 @@ multiversion! {
     }
 }
 
+/// Where one head's q, k and v sit in packed QKV rows.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadLayout {
+    /// Tokens in the sequence.
+    pub len: usize,
+    /// Floats per QKV row (3 × hidden).
+    pub stride: usize,
+    pub q_off: usize,
+    pub k_off: usize,
+    pub v_off: usize,
+    /// Head dimension.
+    pub d: usize,
+}
+
 multiversion! {
     /// One attention head of one sequence. `qkv` holds `len` rows of
-    /// `stride` floats from which q, k and v of this head start at offsets
-    /// `q_off`, `k_off`, `v_off`; `bias` is the QKV bias for a whole row.
+    /// `stride` floats in which this head's q, k and v start at the offsets
+    /// in `head`; `bias` is the QKV bias for a whole row.
     /// Writes the `[len, d]` context to `out`. `scratch` is reused between
     /// calls.
     ///
@@ -130,14 +144,11 @@ multiversion! {
     pub fn attention_head(
         qkv: &[f32],
         bias: &[f32],
-        len: usize,
-        stride: usize,
-        offsets: (usize, usize, usize),
-        d: usize,
+        head: HeadLayout,
         scratch: &mut Vec<f32>,
         out: &mut [f32],
     ) {
-        let (q_off, k_off, v_off) = offsets;
+        let HeadLayout { len, stride, q_off, k_off, v_off, d } = head;
         let scale = 1.0 / (d as f32).sqrt();
         scratch.clear();
         scratch.resize(2 * d * len + len + d, 0.0);

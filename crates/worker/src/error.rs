@@ -37,7 +37,8 @@ impl From<neocloud_runtime::RuntimeError> for KserveError {
 fn respond(err: &ApiError, body: serde_json::Value) -> Response {
     let status =
         StatusCode::from_u16(err.kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    if status.is_server_error() {
+    // Only our own failures are errors; "still loading" is a normal answer.
+    if err.kind == ErrorKind::Internal {
         tracing::error!(error = %err.message, "request failed");
     }
     let mut resp = (status, axum::Json(body)).into_response();
