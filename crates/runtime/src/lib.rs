@@ -4,6 +4,8 @@
 //!   (CPU by default, CUDA behind the `cuda` feature), run on packed batches.
 //! - [`TokenBudgetBatcher`]: a queue that forms batches under a token and a
 //!   request budget, grouping by length, and answers each sequence alone.
+//! - `llm` (cargo feature `llm`): GGUF models on llama.cpp with continuous
+//!   batching.
 //!
 //! This crate has no HTTP and no metrics exporter: callers observe batches
 //! through [`BatchObserver`] and map [`RuntimeError`] to their protocol.
@@ -12,6 +14,8 @@ pub mod attention;
 pub mod batcher;
 pub mod bert;
 pub mod embedder;
+#[cfg(feature = "llm")]
+pub mod llm;
 pub mod simd;
 
 pub use batcher::{BatchObserver, BatchStats, EmbeddingEngine, TokenBudgetBatcher};
