@@ -37,9 +37,9 @@ fi
 export NEOCLOUD_PYTHON="${NEOCLOUD_PYTHON:-$venv/bin/python}"
 
 echo "== cargo test"
-cargo test --workspace --locked --features neocloud-runtime/llm
+cargo test --workspace --locked --features neocloud/llm
 
 echo "== end-to-end (real binary, openai client, plain HTTP)"
-cargo build --locked -p neocloud
+cargo build --locked -p neocloud --features llm
 export NEOCLOUD_BIN="$CARGO_TARGET_DIR/debug/neocloud"
 "$venv/bin/python" -m pytest tests/e2e -q -p no:cacheprovider

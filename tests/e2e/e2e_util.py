@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 FIXTURE = REPO / "tests" / "fixtures" / "minilm_reference.json"
 
 MODEL = "all-minilm-l6-v2"
+LLM = "smollm2-135m-instruct"  # the default generative model (built with --features llm)
 DIM = 384
 MAX_TOKENS = 256
 VOCAB_SIZE = 30522

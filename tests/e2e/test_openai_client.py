@@ -174,7 +174,7 @@ def test_truncate_via_extra_body(client):
 def test_models_list(client):
     models = client.models.list()
     ids = [m.id for m in models.data]
-    assert ids == [u.MODEL]
+    assert ids == [u.MODEL, u.LLM]  # embedding and generation models together
     m = models.data[0]
     assert m.object == "model"
     assert m.owned_by == "neocloud"
@@ -186,7 +186,7 @@ def test_models_list_raw_shape(url):
     assert r.status_code == 200
     body = r.json()
     assert body["object"] == "list"
-    assert len(body["data"]) == 1
+    assert len(body["data"]) == 2
     m = body["data"][0]
     assert set(m) == {"id", "object", "created", "owned_by"}
     assert (m["id"], m["object"], m["owned_by"]) == (u.MODEL, "model", "neocloud")

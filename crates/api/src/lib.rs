@@ -6,6 +6,7 @@
 //! This crate does no I/O: no files, no network, no clocks. Everything in it
 //! is plain data plus validation, so every other crate may depend on it.
 
+pub mod chat;
 pub mod error;
 pub mod kserve;
 pub mod openai;

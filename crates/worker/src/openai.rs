@@ -30,12 +30,12 @@ async fn list_models(State(state): State<WorkerState>) -> axum::Json<ModelList> 
     axum::Json(ModelList {
         object: "list",
         data: state
-            .models()
-            .iter()
-            .map(|m| ModelCard {
-                id: m.name.clone(),
+            .model_cards()
+            .into_iter()
+            .map(|(id, created)| ModelCard {
+                id,
                 object: "model",
-                created: m.created,
+                created,
                 owned_by: "neocloud",
             })
             .collect(),

@@ -36,6 +36,8 @@ impl ServedModel {
 
 struct Inner {
     models: RwLock<BTreeMap<String, Arc<ServedModel>>>,
+    #[cfg(feature = "llm")]
+    llms: RwLock<BTreeMap<String, Arc<crate::llm::ServedLlm>>>,
     /// Set once every configured model is loaded.
     ready: AtomicBool,
     metrics: Metrics,
@@ -50,6 +52,8 @@ impl WorkerState {
     pub fn new(metrics: Metrics, max_body_bytes: usize) -> Self {
         WorkerState(Arc::new(Inner {
             models: RwLock::new(BTreeMap::new()),
+            #[cfg(feature = "llm")]
+            llms: RwLock::new(BTreeMap::new()),
             ready: AtomicBool::new(false),
             metrics,
             max_body_bytes,
@@ -91,6 +95,51 @@ impl WorkerState {
         })
     }
 
+    /// Starts serving a generative model under its name.
+    #[cfg(feature = "llm")]
+    pub fn add_llm(&self, model: crate::llm::ServedLlm) {
+        let mut llms = self.0.llms.write().unwrap_or_else(|p| p.into_inner());
+        llms.insert(model.name.clone(), Arc::new(model));
+    }
+
+    /// A served generative model by name; an embedding model's name gets a
+    /// 400 that says so.
+    #[cfg(feature = "llm")]
+    pub fn llm(&self, name: &str) -> Result<Arc<crate::llm::ServedLlm>, ApiError> {
+        let llms = self.0.llms.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = llms.get(name) {
+            return Ok(m.clone());
+        }
+        if self.model(name).is_ok() {
+            return Err(ApiError::bad_request(format!(
+                "the model '{name}' is an embedding model; use /v1/embeddings"
+            ))
+            .with_param("model"));
+        }
+        let known: Vec<&str> = llms.keys().map(String::as_str).collect();
+        Err(ApiError::not_found(format!(
+            "the model '{name}' does not exist; served generative models: {}",
+            known.join(", ")
+        ))
+        .with_param("model"))
+    }
+
+    /// Names and creation times of every served model, of any task.
+    pub fn model_cards(&self) -> Vec<(String, u64)> {
+        let mut cards: Vec<(String, u64)> = self
+            .models()
+            .iter()
+            .map(|m| (m.name.clone(), m.created))
+            .collect();
+        #[cfg(feature = "llm")]
+        {
+            let llms = self.0.llms.read().unwrap_or_else(|p| p.into_inner());
+            cards.extend(llms.values().map(|m| (m.name.clone(), m.created)));
+        }
+        cards.sort();
+        cards
+    }
+
     pub fn models(&self) -> Vec<Arc<ServedModel>> {
         let models = self.0.models.read().unwrap_or_else(|p| p.into_inner());
         models.values().cloned().collect()
@@ -101,6 +150,20 @@ impl WorkerState {
         self.set_ready(false);
         for m in self.models() {
             m.batcher.shutdown();
+        }
+        #[cfg(feature = "llm")]
+        {
+            let llms: Vec<_> = self
+                .0
+                .llms
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .cloned()
+                .collect();
+            for m in llms {
+                m.engine.shutdown();
+            }
         }
     }
 }

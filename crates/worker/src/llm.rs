@@ -1,0 +1,323 @@
+//! OpenAI chat and completions over the runtime's llama.cpp engine, with
+//! SSE streaming. A client that disconnects mid-stream drops the event
+//! receiver, which frees its sequence in the engine at the next step.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use futures_util::stream::{self, Stream};
+use neocloud_api::ApiError;
+use neocloud_api::chat::{CompletionRequest, GenerationParams, Prompt};
+use neocloud_runtime::llm::template::ChatMessage;
+use neocloud_runtime::llm::{FinishReason, GenEvent, GenerateRequest, LlmEngine, SamplingParams};
+use serde_json::{Value, json};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::error::{OpenAiError, body_error};
+use crate::metrics::ModelLabel;
+use crate::state::WorkerState;
+
+/// One served generative model.
+pub struct ServedLlm {
+    pub name: String,
+    pub engine: Arc<LlmEngine>,
+    pub created: u64,
+}
+
+impl ServedLlm {
+    pub fn new(name: String, engine: Arc<LlmEngine>) -> Self {
+        let created = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        ServedLlm {
+            name,
+            engine,
+            created,
+        }
+    }
+}
+
+pub fn router() -> Router<WorkerState> {
+    Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(completions))
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Chat,
+    Text,
+}
+
+async fn chat(State(state): State<WorkerState>, body: Result<Bytes, BytesRejection>) -> Response {
+    handle(state, body, Kind::Chat).await
+}
+
+async fn completions(
+    State(state): State<WorkerState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    handle(state, body, Kind::Text).await
+}
+
+async fn handle(state: WorkerState, body: Result<Bytes, BytesRejection>, kind: Kind) -> Response {
+    let result = async {
+        let body = body.map_err(body_error)?;
+        let req = match kind {
+            Kind::Chat => CompletionRequest::parse_chat(&body)?,
+            Kind::Text => CompletionRequest::parse_completion(&body)?,
+        };
+        let model = state.llm(&req.model)?;
+        let ids = prompt_ids(&model.engine, &req.prompt)?;
+        let rx = model
+            .engine
+            .submit(GenerateRequest {
+                prompt: ids,
+                params: sampling(&req.params),
+            })
+            .map_err(ApiError::from)?;
+        Ok::<_, ApiError>((model, req, rx))
+    }
+    .await;
+    let (model, req, rx) = match result {
+        Ok(ok) => ok,
+        Err(e) => return OpenAiError(e).into_response(),
+    };
+    let id = format!(
+        "{}-{:x}",
+        if kind == Kind::Chat {
+            "chatcmpl"
+        } else {
+            "cmpl"
+        },
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    );
+    let mut resp = if req.params.stream {
+        stream_response(kind, id, model.name.clone(), req.params.include_usage, rx).into_response()
+    } else {
+        whole_response(kind, id, model.name.clone(), rx).await
+    };
+    resp.extensions_mut().insert(ModelLabel(model.name.clone()));
+    resp
+}
+
+fn prompt_ids(engine: &LlmEngine, prompt: &Prompt) -> Result<Vec<i32>, ApiError> {
+    match prompt {
+        Prompt::Text(text) => Ok(engine.tokenize(text, true)),
+        Prompt::Chat(messages) => {
+            let template = engine.chat_template().ok_or_else(|| {
+                ApiError::bad_request("this model has no chat template; use /v1/completions")
+            })?;
+            let messages: Vec<ChatMessage> = messages
+                .iter()
+                .map(|m| ChatMessage {
+                    role: m.role.clone(),
+                    content: m.content.clone(),
+                })
+                .collect();
+            let text = template
+                .render(&messages, true)
+                .map_err(|e| ApiError::bad_request(e).with_param("messages"))?;
+            // The template writes any BOS itself.
+            Ok(engine.tokenize(&text, false))
+        }
+    }
+}
+
+fn sampling(p: &GenerationParams) -> SamplingParams {
+    SamplingParams {
+        max_tokens: p.max_tokens,
+        temperature: p.temperature,
+        top_p: p.top_p,
+        top_k: p.top_k,
+        seed: p.seed,
+        presence_penalty: p.presence_penalty,
+        frequency_penalty: p.frequency_penalty,
+        stop: p.stop.clone(),
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn usage(prompt: usize, completion: usize) -> Value {
+    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
+}
+
+async fn whole_response(
+    kind: Kind,
+    id: String,
+    model: String,
+    mut rx: UnboundedReceiver<GenEvent>,
+) -> Response {
+    let mut text = String::new();
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            GenEvent::Text(t) => text.push_str(&t),
+            GenEvent::Error(e) => return OpenAiError(ApiError::internal(e)).into_response(),
+            GenEvent::Done {
+                finish,
+                prompt_tokens,
+                completion_tokens,
+            } => {
+                let choice = match kind {
+                    Kind::Chat => json!({
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "logprobs": null,
+                        "finish_reason": finish.as_str(),
+                    }),
+                    Kind::Text => json!({
+                        "index": 0,
+                        "text": text,
+                        "logprobs": null,
+                        "finish_reason": finish.as_str(),
+                    }),
+                };
+                return axum::Json(json!({
+                    "id": id,
+                    "object": if kind == Kind::Chat { "chat.completion" } else { "text_completion" },
+                    "created": now(),
+                    "model": model,
+                    "choices": [choice],
+                    "usage": usage(prompt_tokens, completion_tokens),
+                }))
+                .into_response();
+            }
+        }
+    }
+    OpenAiError(ApiError::internal(
+        "the engine ended the request without an answer",
+    ))
+    .into_response()
+}
+
+struct StreamState {
+    kind: Kind,
+    id: String,
+    model: String,
+    created: u64,
+    include_usage: bool,
+    rx: UnboundedReceiver<GenEvent>,
+    /// Events ready to send before reading the engine again.
+    pending: std::collections::VecDeque<Event>,
+    started: bool,
+    done: bool,
+}
+
+impl StreamState {
+    fn chunk(&self, delta_or_text: Value, finish: Option<FinishReason>) -> Event {
+        let choice = match self.kind {
+            Kind::Chat => json!({
+                "index": 0, "delta": delta_or_text, "logprobs": null,
+                "finish_reason": finish.map(FinishReason::as_str),
+            }),
+            Kind::Text => json!({
+                "index": 0, "text": delta_or_text, "logprobs": null,
+                "finish_reason": finish.map(FinishReason::as_str),
+            }),
+        };
+        let mut body = json!({
+            "id": self.id,
+            "object": if self.kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" },
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+        });
+        if self.include_usage {
+            body["usage"] = Value::Null;
+        }
+        Event::default().data(body.to_string())
+    }
+}
+
+fn stream_response(
+    kind: Kind,
+    id: String,
+    model: String,
+    include_usage: bool,
+    rx: UnboundedReceiver<GenEvent>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let state = StreamState {
+        kind,
+        id,
+        model,
+        created: now(),
+        include_usage,
+        rx,
+        pending: Default::default(),
+        started: false,
+        done: false,
+    };
+    Sse::new(stream::unfold(state, |mut s| async move {
+        loop {
+            if let Some(ev) = s.pending.pop_front() {
+                return Some((Ok(ev), s));
+            }
+            if s.done {
+                return None;
+            }
+            if !s.started && s.kind == Kind::Chat {
+                s.started = true;
+                let first = s.chunk(json!({"role": "assistant", "content": ""}), None);
+                s.pending.push_back(first);
+                continue;
+            }
+            match s.rx.recv().await {
+                Some(GenEvent::Text(t)) => {
+                    let ev = match s.kind {
+                        Kind::Chat => s.chunk(json!({"content": t}), None),
+                        Kind::Text => s.chunk(json!(t), None),
+                    };
+                    s.pending.push_back(ev);
+                }
+                Some(GenEvent::Done {
+                    finish,
+                    prompt_tokens,
+                    completion_tokens,
+                }) => {
+                    let last = match s.kind {
+                        Kind::Chat => s.chunk(json!({}), Some(finish)),
+                        Kind::Text => s.chunk(json!(""), Some(finish)),
+                    };
+                    s.pending.push_back(last);
+                    if s.include_usage {
+                        let body = json!({
+                            "id": s.id,
+                            "object": if s.kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" },
+                            "created": s.created,
+                            "model": s.model,
+                            "choices": [],
+                            "usage": usage(prompt_tokens, completion_tokens),
+                        });
+                        s.pending.push_back(Event::default().data(body.to_string()));
+                    }
+                    s.pending.push_back(Event::default().data("[DONE]"));
+                    s.done = true;
+                }
+                Some(GenEvent::Error(e)) => {
+                    let err = ApiError::internal(e).openai_body();
+                    s.pending.push_back(Event::default().data(err.to_string()));
+                    s.done = true;
+                }
+                None => return None,
+            }
+        }
+    }))
+}
