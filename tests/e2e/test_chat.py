@@ -125,3 +125,57 @@ def test_openai_client_raises_on_bad_input(client):
         client.chat.completions.create(model=u.LLM, messages=[])
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
+
+
+def test_tokenize_and_detokenize_round_trip(url):
+    r = requests.post(url + "/tokenize", json={"model": u.LLM, "prompt": "Hello world"},
+                      timeout=u.HTTP_TIMEOUT_S)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["count"] == len(body["tokens"]) > 0
+    assert body["max_model_len"] > 0
+    back = requests.post(url + "/detokenize", json={"model": u.LLM, "tokens": body["tokens"]},
+                         timeout=u.HTTP_TIMEOUT_S).json()
+    assert back["prompt"].strip() == "Hello world"
+    chat = requests.post(url + "/tokenize", timeout=u.HTTP_TIMEOUT_S, json={
+        "model": u.LLM, "messages": [{"role": "user", "content": "Hello world"}]}).json()
+    assert chat["count"] > body["count"]  # the template's markup adds tokens
+    bad = requests.post(url + "/detokenize", json={"model": u.LLM, "tokens": [-5]},
+                        timeout=u.HTTP_TIMEOUT_S)
+    assert bad.status_code == 400 and "token" in bad.json()["error"]["message"]
+
+
+VLLM_METRICS = [
+    "vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
+    "vllm:time_to_first_token_seconds", "vllm:inter_token_latency_seconds",
+    "vllm:e2e_request_latency_seconds", "vllm:prompt_tokens_total",
+    "vllm:generation_tokens_total", "vllm:request_success_total",
+]
+
+
+def _scrape(url) -> dict[str, float]:
+    out = {}
+    for line in requests.get(url + "/metrics", timeout=u.HTTP_TIMEOUT_S).text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            out[key] = float(value)
+    return out
+
+
+def test_vllm_metrics_count_requests_and_tokens(url, client):
+    before = _scrape(url)
+    r = ask(client, "Say hello.", temperature=0, max_tokens=7)
+    after = _scrape(url)
+    text = requests.get(url + "/metrics", timeout=u.HTTP_TIMEOUT_S).text
+    for name in VLLM_METRICS:
+        assert f"# TYPE {name} " in text, name
+    label = f'model_name="{u.LLM}"'
+    gen = f"vllm:generation_tokens_total{{{label}}}"
+    prompt = f"vllm:prompt_tokens_total{{{label}}}"
+    assert after[gen] - before.get(gen, 0) == r.usage.completion_tokens
+    assert after[prompt] - before.get(prompt, 0) == r.usage.prompt_tokens
+    ok = f'vllm:request_success_total{{finished_reason="{r.choices[0].finish_reason}",{label}}}'
+    assert after[ok] - before.get(ok, 0) == 1
+    ttft = f"vllm:time_to_first_token_seconds_count{{{label}}}"
+    assert after[ttft] > before.get(ttft, 0)
+    assert 0.0 <= after[f"vllm:kv_cache_usage_perc{{{label}}}"] <= 1.0

@@ -50,6 +50,106 @@ pub fn router() -> Router<WorkerState> {
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
+        .route("/tokenize", post(tokenize))
+        .route("/detokenize", post(detokenize))
+}
+
+fn json_body(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<serde_json::Map<String, Value>, ApiError> {
+    let body = body.map_err(body_error)?;
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(o)) => Ok(o),
+        Ok(_) => Err(ApiError::bad_request("the body must be a JSON object")),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "the body is not valid JSON: {e}"
+        ))),
+    }
+}
+
+fn model_of(
+    state: &WorkerState,
+    obj: &serde_json::Map<String, Value>,
+) -> Result<Arc<ServedLlm>, ApiError> {
+    match obj.get("model") {
+        Some(Value::String(m)) => state.llm(m),
+        _ => Err(ApiError::bad_request("'model' must be a string").with_param("model")),
+    }
+}
+
+/// `POST /tokenize` (as vLLM): `{"model", "prompt"}` or `{"model", "messages"}`
+/// (rendered with the chat template) → `{"tokens", "count", "max_model_len"}`.
+async fn tokenize(
+    State(state): State<WorkerState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result = (|| {
+        let obj = json_body(body)?;
+        let model = model_of(&state, &obj)?;
+        let prompt = if obj.contains_key("messages") {
+            let bytes = serde_json::to_vec(&Value::Object(obj.clone()))
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            CompletionRequest::parse_chat(&bytes)?.prompt
+        } else {
+            match obj.get("prompt") {
+                Some(Value::String(p)) => Prompt::Text(p.clone()),
+                _ => {
+                    return Err(
+                        ApiError::bad_request("give 'prompt' (a string) or 'messages'")
+                            .with_param("prompt"),
+                    );
+                }
+            }
+        };
+        let tokens = prompt_ids(&model.engine, &prompt)?;
+        Ok(axum::Json(json!({
+            "count": tokens.len(),
+            "max_model_len": model.engine.max_context(),
+            "tokens": tokens,
+        })))
+    })();
+    match result {
+        Ok(r) => r.into_response(),
+        Err(e) => OpenAiError(e).into_response(),
+    }
+}
+
+/// `POST /detokenize`: `{"model", "tokens": [ids]}` → `{"prompt": text}`.
+async fn detokenize(
+    State(state): State<WorkerState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result = (|| {
+        let obj = json_body(body)?;
+        let model = model_of(&state, &obj)?;
+        let ids = match obj.get("tokens") {
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| {
+                    v.as_i64()
+                        .and_then(|i| i32::try_from(i).ok())
+                        .ok_or_else(|| {
+                            ApiError::bad_request(format!(
+                                "'tokens' items must be token ids, got {v}"
+                            ))
+                            .with_param("tokens")
+                        })
+                })
+                .collect::<Result<Vec<i32>, _>>()?,
+            _ => {
+                return Err(
+                    ApiError::bad_request("'tokens' must be an array of token ids")
+                        .with_param("tokens"),
+                );
+            }
+        };
+        let text = model.engine.detokenize(&ids).map_err(ApiError::from)?;
+        Ok(axum::Json(json!({ "prompt": text })))
+    })();
+    match result {
+        Ok(r) => r.into_response(),
+        Err(e) => OpenAiError(e).into_response(),
+    }
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -104,10 +204,19 @@ async fn handle(state: WorkerState, body: Result<Bytes, BytesRejection>, kind: K
             .map(|d| d.as_nanos())
             .unwrap_or(0)
     );
+    let clock = RequestClock::new(&state, &model.name);
     let mut resp = if req.params.stream {
-        stream_response(kind, id, model.name.clone(), req.params.include_usage, rx).into_response()
+        stream_response(
+            kind,
+            id,
+            model.name.clone(),
+            req.params.include_usage,
+            rx,
+            clock,
+        )
+        .into_response()
     } else {
-        whole_response(kind, id, model.name.clone(), rx).await
+        whole_response(kind, id, model.name.clone(), rx, clock).await
     };
     resp.extensions_mut().insert(ModelLabel(model.name.clone()));
     resp
@@ -165,17 +274,22 @@ async fn whole_response(
     id: String,
     model: String,
     mut rx: UnboundedReceiver<GenEvent>,
+    mut clock: RequestClock,
 ) -> Response {
     let mut text = String::new();
     while let Some(ev) = rx.recv().await {
         match ev {
-            GenEvent::Text(t) => text.push_str(&t),
+            GenEvent::Text(t) => {
+                clock.on_text();
+                text.push_str(&t);
+            }
             GenEvent::Error(e) => return OpenAiError(ApiError::internal(e)).into_response(),
             GenEvent::Done {
                 finish,
                 prompt_tokens,
                 completion_tokens,
             } => {
+                clock.on_done(finish, prompt_tokens, completion_tokens);
                 let choice = match kind {
                     Kind::Chat => json!({
                         "index": 0,
@@ -208,6 +322,60 @@ async fn whole_response(
     .into_response()
 }
 
+/// Per-request timing for the vLLM histograms and counters.
+struct RequestClock {
+    metrics: crate::metrics::VllmMetrics,
+    model: String,
+    start: std::time::Instant,
+    last: Option<std::time::Instant>,
+}
+
+impl RequestClock {
+    fn new(state: &WorkerState, model: &str) -> Self {
+        RequestClock {
+            metrics: state.metrics().vllm.clone(),
+            model: model.to_string(),
+            start: std::time::Instant::now(),
+            last: None,
+        }
+    }
+
+    fn on_text(&mut self) {
+        let now = std::time::Instant::now();
+        let label = [self.model.as_str()];
+        match self.last {
+            None => self
+                .metrics
+                .ttft
+                .with_label_values(&label)
+                .observe((now - self.start).as_secs_f64()),
+            Some(prev) => self
+                .metrics
+                .itl
+                .with_label_values(&label)
+                .observe((now - prev).as_secs_f64()),
+        }
+        self.last = Some(now);
+    }
+
+    fn on_done(&self, finish: FinishReason, prompt: usize, completion: usize) {
+        let m = &self.metrics;
+        let label = [self.model.as_str()];
+        m.e2e
+            .with_label_values(&label)
+            .observe(self.start.elapsed().as_secs_f64());
+        m.prompt_tokens
+            .with_label_values(&label)
+            .inc_by(prompt as u64);
+        m.generation_tokens
+            .with_label_values(&label)
+            .inc_by(completion as u64);
+        m.success
+            .with_label_values(&[self.model.as_str(), finish.as_str()])
+            .inc();
+    }
+}
+
 struct StreamState {
     kind: Kind,
     id: String,
@@ -215,6 +383,7 @@ struct StreamState {
     created: u64,
     include_usage: bool,
     rx: UnboundedReceiver<GenEvent>,
+    clock: RequestClock,
     /// Events ready to send before reading the engine again.
     pending: std::collections::VecDeque<Event>,
     started: bool,
@@ -253,6 +422,7 @@ fn stream_response(
     model: String,
     include_usage: bool,
     rx: UnboundedReceiver<GenEvent>,
+    clock: RequestClock,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let state = StreamState {
         kind,
@@ -261,6 +431,7 @@ fn stream_response(
         created: now(),
         include_usage,
         rx,
+        clock,
         pending: Default::default(),
         started: false,
         done: false,
@@ -281,6 +452,7 @@ fn stream_response(
             }
             match s.rx.recv().await {
                 Some(GenEvent::Text(t)) => {
+                    s.clock.on_text();
                     let ev = match s.kind {
                         Kind::Chat => s.chunk(json!({"content": t}), None),
                         Kind::Text => s.chunk(json!(t), None),
@@ -292,6 +464,7 @@ fn stream_response(
                     prompt_tokens,
                     completion_tokens,
                 }) => {
+                    s.clock.on_done(finish, prompt_tokens, completion_tokens);
                     let last = match s.kind {
                         Kind::Chat => s.chunk(json!({}), Some(finish)),
                         Kind::Text => s.chunk(json!(""), Some(finish)),

@@ -30,6 +30,105 @@ pub struct Metrics {
     batch_size: HistogramVec,
     batch_tokens: HistogramVec,
     queue_depth: IntGaugeVec,
+    #[cfg(feature = "llm")]
+    pub(crate) vllm: VllmMetrics,
+}
+
+/// LLM metrics under vLLM's names and labels, so that dashboards and
+/// autoscalers built for vLLM read neocloud unchanged.
+#[cfg(feature = "llm")]
+#[derive(Clone)]
+pub(crate) struct VllmMetrics {
+    pub running: prometheus::GaugeVec,
+    pub waiting: prometheus::GaugeVec,
+    pub kv_usage: prometheus::GaugeVec,
+    pub ttft: HistogramVec,
+    pub itl: HistogramVec,
+    pub e2e: HistogramVec,
+    pub prompt_tokens: IntCounterVec,
+    pub generation_tokens: IntCounterVec,
+    pub success: IntCounterVec,
+}
+
+#[cfg(feature = "llm")]
+impl VllmMetrics {
+    fn new(registry: &Registry) -> VllmMetrics {
+        let gauge = |name: &str, help: &str| {
+            let g = prometheus::GaugeVec::new(Opts::new(name, help), &["model_name"])
+                .expect("valid gauge");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let hist = |name: &str, help: &str, buckets: &[f64]| {
+            let h = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+                &["model_name"],
+            )
+            .expect("valid histogram");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("unique metric");
+            h
+        };
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        const TTFT: &[f64] = &[
+            0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
+            10.0, 20.0, 40.0, 80.0,
+        ];
+        const ITL: &[f64] = &[
+            0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
+            10.0, 20.0, 40.0, 80.0,
+        ];
+        const E2E: &[f64] = &[
+            0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0,
+            120.0, 240.0, 480.0, 960.0,
+        ];
+        VllmMetrics {
+            running: gauge("vllm:num_requests_running", "Requests decoding now."),
+            waiting: gauge(
+                "vllm:num_requests_waiting",
+                "Requests waiting for admission.",
+            ),
+            kv_usage: gauge(
+                "vllm:kv_cache_usage_perc",
+                "Fraction of KV-cache cells in use (0-1).",
+            ),
+            ttft: hist(
+                "vllm:time_to_first_token_seconds",
+                "Time to first token.",
+                TTFT,
+            ),
+            itl: hist(
+                "vllm:inter_token_latency_seconds",
+                "Time between output tokens.",
+                ITL,
+            ),
+            e2e: hist("vllm:e2e_request_latency_seconds", "Request latency.", E2E),
+            prompt_tokens: counter(
+                "vllm:prompt_tokens_total",
+                "Prompt tokens processed.",
+                &["model_name"],
+            ),
+            generation_tokens: counter(
+                "vllm:generation_tokens_total",
+                "Tokens generated.",
+                &["model_name"],
+            ),
+            success: counter(
+                "vllm:request_success_total",
+                "Requests finished, by finish reason.",
+                &["model_name", "finished_reason"],
+            ),
+        }
+    }
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -103,6 +202,8 @@ impl Metrics {
             ),
             requests,
             queue_depth,
+            #[cfg(feature = "llm")]
+            vllm: VllmMetrics::new(&registry),
             registry,
         }
     }
@@ -163,6 +264,8 @@ impl BatchObserver for ModelObserver {
 
 /// `GET /metrics`.
 pub async fn export(State(state): State<WorkerState>) -> Response {
+    #[cfg(feature = "llm")]
+    state.refresh_llm_gauges();
     (
         [(
             header::CONTENT_TYPE,

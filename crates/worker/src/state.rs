@@ -124,6 +124,25 @@ impl WorkerState {
         .with_param("model"))
     }
 
+    /// Sets the vLLM gauges from each engine's current state.
+    #[cfg(feature = "llm")]
+    pub fn refresh_llm_gauges(&self) {
+        let llms = self.0.llms.read().unwrap_or_else(|p| p.into_inner());
+        let v = &self.0.metrics.vllm;
+        for m in llms.values() {
+            let s = m.engine.stats();
+            let label = [m.name.as_str()];
+            v.running.with_label_values(&label).set(s.running as f64);
+            v.waiting.with_label_values(&label).set(s.waiting as f64);
+            let usage = if s.kv_cells > 0 {
+                s.kv_used as f64 / s.kv_cells as f64
+            } else {
+                0.0
+            };
+            v.kv_usage.with_label_values(&label).set(usage);
+        }
+    }
+
     /// Names and creation times of every served model, of any task.
     pub fn model_cards(&self) -> Vec<(String, u64)> {
         let mut cards: Vec<(String, u64)> = self
