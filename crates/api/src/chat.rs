@@ -165,11 +165,7 @@ fn parse_params(obj: &Map<String, Value>) -> Result<GenerationParams, ApiError> 
 }
 
 fn parse_object(body: &[u8]) -> Result<(Map<String, Value>, String), ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
-    let Value::Object(obj) = value else {
-        return Err(ApiError::bad_request("the body must be a JSON object"));
-    };
+    let obj = crate::openai::parse_json_object(body)?;
     let model = match obj.get("model") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         Some(Value::String(_)) | None | Some(Value::Null) => {
@@ -212,53 +208,58 @@ fn message_content(i: usize, v: Option<&Value>) -> Result<String, ApiError> {
     }
 }
 
+/// The `messages` of a chat request, each with a known role and text content.
+pub fn parse_messages(obj: &Map<String, Value>) -> Result<Vec<Message>, ApiError> {
+    let messages = match obj.get("messages") {
+        Some(Value::Array(m)) if !m.is_empty() => m,
+        Some(Value::Array(_)) => {
+            return Err(bad("messages", "'messages' must not be empty".into()));
+        }
+        None | Some(Value::Null) => {
+            return Err(bad(
+                "messages",
+                "you must provide a messages parameter".into(),
+            ));
+        }
+        Some(other) => {
+            return Err(bad(
+                "messages",
+                format!("'messages' must be an array, got {other}"),
+            ));
+        }
+    };
+    messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let role = m.get("role").and_then(Value::as_str).ok_or_else(|| {
+                bad(
+                    "messages",
+                    format!("messages[{i}].role is missing or not a string"),
+                )
+            })?;
+            if !ROLES.contains(&role) {
+                return Err(bad(
+                    "messages",
+                    format!(
+                        "messages[{i}].role {role:?} is not one of {}",
+                        ROLES.join(", ")
+                    ),
+                ));
+            }
+            Ok(Message {
+                role: role.to_string(),
+                content: message_content(i, m.get("content"))?,
+            })
+        })
+        .collect()
+}
+
 impl CompletionRequest {
     /// A `POST /v1/chat/completions` body.
     pub fn parse_chat(body: &[u8]) -> Result<Self, ApiError> {
         let (obj, model) = parse_object(body)?;
-        let messages = match obj.get("messages") {
-            Some(Value::Array(m)) if !m.is_empty() => m,
-            Some(Value::Array(_)) => {
-                return Err(bad("messages", "'messages' must not be empty".into()));
-            }
-            None | Some(Value::Null) => {
-                return Err(bad(
-                    "messages",
-                    "you must provide a messages parameter".into(),
-                ));
-            }
-            Some(other) => {
-                return Err(bad(
-                    "messages",
-                    format!("'messages' must be an array, got {other}"),
-                ));
-            }
-        };
-        let messages = messages
-            .iter()
-            .enumerate()
-            .map(|(i, m)| {
-                let role = m.get("role").and_then(Value::as_str).ok_or_else(|| {
-                    bad(
-                        "messages",
-                        format!("messages[{i}].role is missing or not a string"),
-                    )
-                })?;
-                if !ROLES.contains(&role) {
-                    return Err(bad(
-                        "messages",
-                        format!(
-                            "messages[{i}].role {role:?} is not one of {}",
-                            ROLES.join(", ")
-                        ),
-                    ));
-                }
-                Ok(Message {
-                    role: role.to_string(),
-                    content: message_content(i, m.get("content"))?,
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let messages = parse_messages(&obj)?;
         Ok(CompletionRequest {
             model,
             prompt: Prompt::Chat(messages),

@@ -50,13 +50,20 @@ pub struct EmbeddingsRequest {
 /// Most inputs in one request, as OpenAI documents.
 pub const MAX_INPUTS_PER_REQUEST: usize = 2048;
 
+/// A request body that must be one JSON object; every OpenAI-style endpoint
+/// starts here, so every one words these two errors alike.
+pub fn parse_json_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
+    match value {
+        Value::Object(obj) => Ok(obj),
+        _ => Err(ApiError::bad_request("the body must be a JSON object")),
+    }
+}
+
 impl EmbeddingsRequest {
     pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
-        let Value::Object(obj) = value else {
-            return Err(ApiError::bad_request("the body must be a JSON object"));
-        };
+        let obj = parse_json_object(body)?;
         let model = match obj.get("model") {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
             Some(Value::String(_)) => {

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use futures_util::stream::{self, Stream};
 use neocloud_api::ApiError;
-use neocloud_api::chat::{CompletionRequest, GenerationParams, Prompt};
+use neocloud_api::chat::{CompletionRequest, GenerationParams, Prompt, parse_messages};
 use neocloud_runtime::llm::template::ChatMessage;
 use neocloud_runtime::llm::{FinishReason, GenEvent, GenerateRequest, LlmEngine, SamplingParams};
 use serde_json::{Value, json};
@@ -23,7 +23,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::error::{OpenAiError, body_error};
 use crate::metrics::ModelLabel;
-use crate::state::WorkerState;
+use crate::state::{WorkerState, unix_now};
 
 /// One served generative model.
 pub struct ServedLlm {
@@ -34,14 +34,10 @@ pub struct ServedLlm {
 
 impl ServedLlm {
     pub fn new(name: String, engine: Arc<LlmEngine>) -> Self {
-        let created = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
         ServedLlm {
             name,
             engine,
-            created,
+            created: unix_now(),
         }
     }
 }
@@ -57,14 +53,7 @@ pub fn router() -> Router<WorkerState> {
 fn json_body(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<serde_json::Map<String, Value>, ApiError> {
-    let body = body.map_err(body_error)?;
-    match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Object(o)) => Ok(o),
-        Ok(_) => Err(ApiError::bad_request("the body must be a JSON object")),
-        Err(e) => Err(ApiError::bad_request(format!(
-            "the body is not valid JSON: {e}"
-        ))),
-    }
+    neocloud_api::openai::parse_json_object(&body.map_err(body_error)?)
 }
 
 fn model_of(
@@ -87,9 +76,7 @@ async fn tokenize(
         let obj = json_body(body)?;
         let model = model_of(&state, &obj)?;
         let prompt = if obj.contains_key("messages") {
-            let bytes = serde_json::to_vec(&Value::Object(obj.clone()))
-                .map_err(|e| ApiError::internal(e.to_string()))?;
-            CompletionRequest::parse_chat(&bytes)?.prompt
+            Prompt::Chat(parse_messages(&obj)?)
         } else {
             match obj.get("prompt") {
                 Some(Value::String(p)) => Prompt::Text(p.clone()),
@@ -258,13 +245,6 @@ fn sampling(p: &GenerationParams) -> SamplingParams {
     }
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 fn usage(prompt: usize, completion: usize) -> Value {
     json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
 }
@@ -307,7 +287,7 @@ async fn whole_response(
                 return axum::Json(json!({
                     "id": id,
                     "object": if kind == Kind::Chat { "chat.completion" } else { "text_completion" },
-                    "created": now(),
+                    "created": unix_now(),
                     "model": model,
                     "choices": [choice],
                     "usage": usage(prompt_tokens, completion_tokens),
@@ -428,7 +408,7 @@ fn stream_response(
         kind,
         id,
         model,
-        created: now(),
+        created: unix_now(),
         include_usage,
         rx,
         clock,

@@ -21,17 +21,22 @@ pub struct ServedModel {
 
 impl ServedModel {
     pub fn new(name: String, embedder: Arc<SentenceEmbedder>, batcher: TokenBudgetBatcher) -> Self {
-        let created = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
         ServedModel {
             name,
             embedder,
             batcher,
-            created,
+            created: unix_now(),
         }
     }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it), for the
+/// `created` fields of the APIs.
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 struct Inner {
