@@ -14,6 +14,6 @@ pub mod resource;
 
 pub use error::{ApiError, ErrorKind};
 pub use resource::{
-    API_VERSION, BatchingConfig, Document, ModelFormat, ModelResource, ModelSpec, ModelTask,
-    ObjectMeta, RuntimeKind, ServiceResource, ServiceSpec,
+    API_VERSION, BatchingConfig, Document, GenerationConfig, ModelFormat, ModelResource, ModelSpec,
+    ModelTask, ObjectMeta, RuntimeKind, ServiceResource, ServiceSpec,
 };

@@ -94,6 +94,68 @@ pub struct ServiceSpec {
     pub model: String,
     #[serde(default)]
     pub batching: BatchingConfig,
+    /// Knobs of the generation engine (generation models only).
+    #[serde(default)]
+    pub generation: GenerationConfig,
+}
+
+/// Knobs of the continuous-batching generation engine.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct GenerationConfig {
+    /// KV-cache cells (token positions) for all sequences together.
+    pub kv_cells: u32,
+    /// Most sequences decoding at once; each gets `kvCells / maxSequences`
+    /// positions of context.
+    pub max_sequences: u32,
+    /// Most tokens in one engine step (one per decoding sequence plus
+    /// prompt chunks): bounds how long a prefill can stall decodes.
+    pub step_tokens: u32,
+    /// `max_tokens` for requests that do not set it.
+    pub default_max_tokens: usize,
+    /// Most requests waiting for a sequence; past it requests get 429.
+    pub max_waiting: usize,
+    /// Reuse the KV cache of a prompt prefix that a running or finished
+    /// sequence already computed.
+    pub prefix_caching: bool,
+}
+
+impl Default for GenerationConfig {
+    fn default() -> Self {
+        GenerationConfig {
+            kv_cells: 32_768,
+            max_sequences: 16,
+            step_tokens: 512,
+            default_max_tokens: 1024,
+            max_waiting: 1024,
+            prefix_caching: true,
+        }
+    }
+}
+
+impl GenerationConfig {
+    /// llama.cpp's limit on sequences in one context.
+    pub const MAX_SEQUENCES: u32 = 256;
+
+    pub fn validate(&self) -> Result<(), ApiError> {
+        let bad = |m: &str| Err(ApiError::bad_request(format!("spec.generation.{m}")));
+        if self.max_sequences == 0 || self.max_sequences > Self::MAX_SEQUENCES {
+            return bad("maxSequences must be between 1 and 256");
+        }
+        if self.kv_cells / self.max_sequences < 16 {
+            return bad("kvCells must give each of maxSequences at least 16 cells");
+        }
+        if self.step_tokens < self.max_sequences {
+            return bad("stepTokens must be >= maxSequences (one decode token each)");
+        }
+        if self.default_max_tokens == 0 {
+            return bad("defaultMaxTokens must be > 0");
+        }
+        if self.max_waiting == 0 {
+            return bad("maxWaiting must be > 0");
+        }
+        Ok(())
+    }
 }
 
 /// Knobs of the token-budget batcher. Defaults suit a small encoder on a
@@ -224,7 +286,8 @@ impl Document {
             Document::Service(s) => {
                 validate_name(&s.spec.model)
                     .map_err(|e| ApiError::bad_request(format!("spec.model: {}", e.message)))?;
-                s.spec.batching.validate()
+                s.spec.batching.validate()?;
+                s.spec.generation.validate()
             }
         }
     }

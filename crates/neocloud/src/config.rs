@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use neocloud_api::{BatchingConfig, Document, ModelFormat, ModelResource, ModelTask, RuntimeKind};
+use neocloud_api::{
+    BatchingConfig, Document, GenerationConfig, ModelFormat, ModelResource, ModelTask, RuntimeKind,
+};
 
 /// What `up` serves when no config is given (plus [`DEFAULT_LLM_CONFIG`]
 /// when built with the `llm` feature).
@@ -40,6 +42,7 @@ pub struct ServiceSpec {
     pub name: String,
     pub model: ModelResource,
     pub batching: BatchingConfig,
+    pub generation: GenerationConfig,
 }
 
 pub fn load(path: Option<&Path>) -> anyhow::Result<Vec<ServiceSpec>> {
@@ -93,6 +96,7 @@ pub fn resolve(text: &str) -> anyhow::Result<Vec<ServiceSpec>> {
             name: s.metadata.name.clone(),
             model: model.clone(),
             batching: s.spec.batching,
+            generation: s.spec.generation,
         });
     }
     for (name, model) in &models {
@@ -101,6 +105,7 @@ pub fn resolve(text: &str) -> anyhow::Result<Vec<ServiceSpec>> {
                 name: name.clone(),
                 model: model.clone(),
                 batching: BatchingConfig::default(),
+                generation: GenerationConfig::default(),
             });
         }
     }

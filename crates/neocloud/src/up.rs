@@ -175,9 +175,16 @@ async fn load_llm(
     use neocloud_runtime::llm::{LlmConfig, LlmEngine};
     let engine = tokio::task::spawn_blocking(move || -> anyhow::Result<LlmEngine> {
         let gguf = find_gguf(&path)?;
+        let g = spec.generation;
         let config = LlmConfig {
+            kv_cells: g.kv_cells,
+            max_seqs: g.max_sequences,
+            step_tokens: g.step_tokens,
+            default_max_tokens: g.default_max_tokens,
+            max_waiting: g.max_waiting,
             threads: threads.map(|t| t as i32),
-            ..LlmConfig::default()
+            unified_kv: false,
+            prefix_caching: g.prefix_caching,
         };
         Ok(LlmEngine::load(&gguf, config)?)
     })

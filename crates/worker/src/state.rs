@@ -134,6 +134,7 @@ impl WorkerState {
     pub fn refresh_llm_gauges(&self) {
         let llms = self.0.llms.read().unwrap_or_else(|p| p.into_inner());
         let v = &self.0.metrics.vllm;
+        let _serial = v.refresh.lock().unwrap_or_else(|p| p.into_inner());
         for m in llms.values() {
             let s = m.engine.stats();
             let label = [m.name.as_str()];
@@ -145,6 +146,14 @@ impl WorkerState {
                 0.0
             };
             v.kv_usage.with_label_values(&label).set(usage);
+            // The engine counts; the exporter catches its counters up.
+            for (counter, total) in [
+                (&v.prefix_queries, s.prefix_queries),
+                (&v.prefix_hits, s.prefix_hits),
+            ] {
+                let c = counter.with_label_values(&label);
+                c.inc_by(total.saturating_sub(c.get()));
+            }
         }
     }
 

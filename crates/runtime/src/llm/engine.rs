@@ -20,6 +20,9 @@ use super::stop::StopScanner;
 use super::template::ChatTemplate;
 use crate::RuntimeError;
 
+/// `llama_flash_attn_type`'s value for "off".
+const LLAMA_FLASH_ATTN_TYPE_DISABLED: i32 = 0;
+
 /// llama.cpp's backend may be initialised once per process.
 fn backend() -> Result<&'static LlamaBackend, RuntimeError> {
     static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
@@ -54,6 +57,9 @@ pub struct LlmConfig {
     /// that depends on its neighbours and greedy output can change with
     /// batch composition; per-sequence slices keep it identical.
     pub unified_kv: bool,
+    /// Reuse the KV cells of a prompt prefix that a running or finished
+    /// sequence already computed (see [`Scheduler::admit`]).
+    pub prefix_caching: bool,
 }
 
 impl Default for LlmConfig {
@@ -66,6 +72,7 @@ impl Default for LlmConfig {
             max_waiting: 1024,
             threads: None,
             unified_kv: false,
+            prefix_caching: true,
         }
     }
 }
@@ -156,6 +163,10 @@ pub struct EngineStats {
     pub waiting: usize,
     pub kv_used: usize,
     pub kv_cells: usize,
+    /// Prompt tokens admitted while prefix caching was on (cumulative).
+    pub prefix_queries: u64,
+    /// Of those, tokens whose KV was reused instead of computed.
+    pub prefix_hits: u64,
 }
 
 struct Shared {
@@ -376,6 +387,14 @@ fn new_context<'m>(
         .with_n_ubatch(config.step_tokens)
         .with_n_seq_max(config.max_seqs)
         .with_kv_unified(config.unified_kv)
+        // llama.cpp's CPU flash attention picks a tiled kernel for ubatches
+        // of many tokens, a vector kernel for few and splits the KV across
+        // threads for one, and each sums in a different order. A prompt's
+        // logits would then depend on how its prefill was chunked and on
+        // whether its prefix came from the cache. The plain path (KQ matmul,
+        // softmax, KQV matmul) computes every row the same way at any batch
+        // size; it is also llama-cpp-python's default.
+        .with_flash_attention_policy(LLAMA_FLASH_ATTN_TYPE_DISABLED)
         .with_n_threads(threads)
         .with_n_threads_batch(threads);
     model
@@ -386,6 +405,8 @@ fn new_context<'m>(
 struct Running {
     seq: i32,
     prompt: Vec<i32>,
+    /// Every token whose KV this sequence holds, in position order.
+    tokens: Vec<i32>,
     prefilled: usize,
     pos: i32,
     generated: usize,
@@ -397,6 +418,30 @@ struct Running {
     events: mpsc::UnboundedSender<GenEvent>,
 }
 
+/// A finished sequence whose KV cells are kept for prefix reuse until its
+/// sequence id or its cells are needed.
+struct Idle {
+    seq: i32,
+    tokens: Vec<i32>,
+    last_used: u64,
+}
+
+/// Where an admitted prompt's cached prefix comes from.
+#[derive(Clone, Copy)]
+enum PrefixSource {
+    /// An idle sequence, taken over in place (no copy).
+    Idle(usize),
+    /// A running sequence, copied into the new one.
+    Running(usize),
+}
+
+/// Shortest prefix worth taking over an idle sequence for.
+const MIN_REUSE_TOKENS: usize = 16;
+/// Shortest prefix worth a copy between per-sequence KV streams, which
+/// moves the whole stream (every layer, all its cells): at 64 tokens that
+/// is already cheaper than computing them.
+const MIN_STREAM_COPY_TOKENS: usize = 64;
+
 struct Scheduler<'m, 's> {
     model: &'m LlamaModel,
     ctx: LlamaContext<'m>,
@@ -405,6 +450,11 @@ struct Scheduler<'m, 's> {
     free_seqs: Vec<i32>,
     running: Vec<Running>,
     reserved: usize,
+    idle: Vec<Idle>,
+    idle_cells: usize,
+    clock: u64,
+    prefix_queries: u64,
+    prefix_hits: u64,
 }
 
 fn sampler_for(model: &LlamaModel, p: &SamplingParams) -> LlamaSampler {
@@ -454,6 +504,11 @@ impl<'m, 's> Scheduler<'m, 's> {
             free_seqs: (0..config.max_seqs as i32).rev().collect(),
             running: Vec::new(),
             reserved: 0,
+            idle: Vec::new(),
+            idle_cells: 0,
+            clock: 0,
+            prefix_queries: 0,
+            prefix_hits: 0,
         }
     }
 
@@ -490,38 +545,104 @@ impl<'m, 's> Scheduler<'m, 's> {
     /// Moves waiting requests into free sequences while the KV cache has
     /// room for their prompt plus completion. Blocks while there is nothing
     /// to do. Returns false once shut down and drained.
+    ///
+    /// With prefix caching, a prompt starts from the longest prefix of it
+    /// that some sequence's KV already holds: an idle (finished) sequence is
+    /// taken over in place and trimmed to the prefix; a running one is
+    /// copied. Either way the prefix's cells keep their positions, so the
+    /// continuation computes exactly what a fresh prefill would.
     fn admit(&mut self) -> bool {
-        let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let shared = self.shared;
+        let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
         while self.running.is_empty() && q.waiting.is_empty() {
             if q.shutdown {
                 return false;
             }
-            q = self.shared.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+            q = shared.wake.wait(q).unwrap_or_else(|p| p.into_inner());
         }
+        let kv_cells = self.config.kv_cells as usize;
         while let Some(front) = q.waiting.front() {
             if front.events.is_closed() {
                 q.waiting.pop_front();
                 continue;
             }
             let need = front.req.prompt.len() + front.max_new;
-            let Some(&seq) = self.free_seqs.last() else {
-                break;
+            let hit = if self.config.prefix_caching {
+                self.best_prefix(&front.req.prompt)
+            } else {
+                None
             };
-            if self.reserved + need > self.config.kv_cells as usize {
+            // Take the idle sequence to reuse out of the pool first, so that
+            // making room below cannot evict it.
+            let mut reuse = None;
+            let mut copy_from = None;
+            match hit {
+                Some((PrefixSource::Idle(j), len)) => {
+                    let e = self.idle.swap_remove(j);
+                    self.idle_cells -= e.tokens.len();
+                    reuse = Some((e, len));
+                }
+                Some((PrefixSource::Running(i), len)) => {
+                    copy_from = Some((self.running[i].seq, len))
+                }
+                None => {}
+            }
+            let mut room = reuse.is_some() || !self.free_seqs.is_empty() || self.evict_lru();
+            while room && self.reserved + need + self.shared_idle_cells() > kv_cells {
+                room = self.evict_lru();
+            }
+            if !room {
+                if let Some((e, _)) = reuse {
+                    self.idle_cells += e.tokens.len();
+                    self.idle.push(e);
+                }
                 break;
             }
             let Some(w) = q.waiting.pop_front() else {
                 break;
             };
-            self.free_seqs.pop();
+            let (seq, cached) = match (reuse, copy_from) {
+                (Some((e, len)), _) => {
+                    let _ = self
+                        .ctx
+                        .clear_kv_cache_seq(Some(e.seq as u32), Some(len as u32), None);
+                    (e.seq, len)
+                }
+                (None, copy) => {
+                    let Some(seq) = self.free_seqs.pop() else {
+                        unreachable!("room was made for a sequence");
+                    };
+                    match copy {
+                        Some((src, len)) => {
+                            // Within one stream this only shares cells; across
+                            // per-sequence streams llama.cpp copies the stream
+                            // before the next decode. Then drop what follows
+                            // the shared prefix.
+                            let _ = self.ctx.copy_kv_cache_seq(src, seq, None, None);
+                            let _ = self.ctx.clear_kv_cache_seq(
+                                Some(seq as u32),
+                                Some(len as u32),
+                                None,
+                            );
+                            (seq, len)
+                        }
+                        None => (seq, 0),
+                    }
+                }
+            };
+            if self.config.prefix_caching {
+                self.prefix_queries += w.req.prompt.len() as u64;
+                self.prefix_hits += cached as u64;
+            }
             self.reserved += need;
             self.running.push(Running {
                 seq,
                 sampler: sampler_for(self.model, &w.req.params),
                 scanner: StopScanner::new(w.req.params.stop.clone()),
+                tokens: w.req.prompt[..cached].to_vec(),
                 prompt: w.req.prompt,
-                prefilled: 0,
-                pos: 0,
+                prefilled: cached,
+                pos: cached as i32,
                 generated: 0,
                 max_new: w.max_new,
                 reserved: need,
@@ -534,7 +655,84 @@ impl<'m, 's> Scheduler<'m, 's> {
         let mut stats = self.shared.stats.lock().unwrap_or_else(|p| p.into_inner());
         stats.waiting = waiting;
         stats.running = self.running.len();
+        stats.prefix_queries = self.prefix_queries;
+        stats.prefix_hits = self.prefix_hits;
         true
+    }
+
+    /// The longest cached prefix of `prompt` worth reusing, leaving at least
+    /// one prompt token to compute (its logits give the first new token).
+    /// Ties go to idle sequences, which need no copy.
+    fn best_prefix(&self, prompt: &[i32]) -> Option<(PrefixSource, usize)> {
+        let cap = prompt.len().saturating_sub(1);
+        let common = |tokens: &[i32]| {
+            tokens
+                .iter()
+                .zip(prompt)
+                .take_while(|(a, b)| a == b)
+                .count()
+                .min(cap)
+        };
+        let min_copy = if self.config.unified_kv {
+            MIN_REUSE_TOKENS
+        } else {
+            MIN_STREAM_COPY_TOKENS
+        };
+        let idle = self
+            .idle
+            .iter()
+            .enumerate()
+            .map(|(j, e)| (PrefixSource::Idle(j), common(&e.tokens)))
+            .filter(|&(_, n)| n >= MIN_REUSE_TOKENS);
+        let running = self
+            .running
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (PrefixSource::Running(i), common(&r.tokens)))
+            .filter(|&(_, n)| n >= min_copy);
+        idle.chain(running).fold(None, |best, cand| match best {
+            Some((_, n)) if n >= cand.1 => best,
+            _ => Some(cand),
+        })
+    }
+
+    /// Idle cells that take room from running sequences: with one shared
+    /// KV cache all of them; with a stream per sequence none.
+    fn shared_idle_cells(&self) -> usize {
+        if self.config.unified_kv {
+            self.idle_cells
+        } else {
+            0
+        }
+    }
+
+    /// Frees the least recently used idle sequence; false if there is none.
+    fn evict_lru(&mut self) -> bool {
+        let Some(j) = (0..self.idle.len()).min_by_key(|&j| self.idle[j].last_used) else {
+            return false;
+        };
+        let e = self.idle.swap_remove(j);
+        self.idle_cells -= e.tokens.len();
+        let _ = self.ctx.clear_kv_cache_seq(Some(e.seq as u32), None, None);
+        self.free_seqs.push(e.seq);
+        true
+    }
+
+    /// A sequence that ended normally: keep its KV for prefix reuse, or
+    /// free it.
+    fn retire(&mut self, r: Running) {
+        if !self.config.prefix_caching || r.tokens.is_empty() {
+            self.release(r.seq, r.reserved);
+            return;
+        }
+        self.reserved -= r.reserved;
+        self.clock += 1;
+        self.idle_cells += r.tokens.len();
+        self.idle.push(Idle {
+            seq: r.seq,
+            tokens: r.tokens,
+            last_used: self.clock,
+        });
     }
 
     /// Frees the sequences of callers that went away.
@@ -543,7 +741,7 @@ impl<'m, 's> Scheduler<'m, 's> {
         while i < self.running.len() {
             if self.running[i].events.is_closed() {
                 let r = self.running.swap_remove(i);
-                self.release(r.seq, r.reserved);
+                self.retire(r);
             } else {
                 i += 1;
             }
@@ -568,6 +766,7 @@ impl<'m, 's> Scheduler<'m, 's> {
                 && batch.add(tok, r.pos, &[r.seq], true).is_ok()
             {
                 r.last = None;
+                r.tokens.push(tok.0);
                 owners.push((i, batch.n_tokens() - 1));
                 r.pos += 1;
                 budget -= 1;
@@ -590,6 +789,7 @@ impl<'m, 's> Scheduler<'m, 's> {
                 {
                     break;
                 }
+                r.tokens.push(r.prompt[at]);
                 r.pos += 1;
                 r.prefilled += 1;
                 budget -= 1;
@@ -641,7 +841,7 @@ impl<'m, 's> Scheduler<'m, 's> {
                 prompt_tokens: r.prompt.len(),
                 completion_tokens: r.generated,
             });
-            self.release(r.seq, r.reserved);
+            self.retire(r);
         }
     }
 
