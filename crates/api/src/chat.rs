@@ -255,6 +255,50 @@ pub fn parse_messages(obj: &Map<String, Value>) -> Result<Vec<Message>, ApiError
         .collect()
 }
 
+/// A KServe v2 generate-extension body (`POST /v2/models/{m}/generate`):
+/// `text_input` plus sampling knobs, either at the top level (Triton's
+/// style) or in a `parameters` object, which wins where both set one.
+/// `stream` is the endpoint's to decide and is ignored here.
+pub fn parse_generate(body: &[u8]) -> Result<(String, GenerationParams), ApiError> {
+    let obj = crate::openai::parse_json_object(body)?;
+    let text = match obj.get("text_input") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::String(_)) => {
+            return Err(bad("text_input", "'text_input' must not be empty".into()));
+        }
+        Some(Value::Array(items)) if items.len() == 1 && items[0].is_string() => {
+            items[0].as_str().unwrap_or_default().to_string()
+        }
+        None | Some(Value::Null) => {
+            return Err(bad("text_input", "you must provide 'text_input'".into()));
+        }
+        Some(other) => {
+            return Err(bad(
+                "text_input",
+                format!("'text_input' must be a string, got {other}"),
+            ));
+        }
+    };
+    let mut knobs: Map<String, Value> = obj
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "text_input" | "parameters" | "id"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    match obj.get("parameters") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(p)) => knobs.extend(p.iter().map(|(k, v)| (k.clone(), v.clone()))),
+        Some(other) => {
+            return Err(bad(
+                "parameters",
+                format!("'parameters' must be an object, got {other}"),
+            ));
+        }
+    }
+    knobs.remove("stream");
+    knobs.remove("stream_options");
+    Ok((text, parse_params(&knobs)?))
+}
+
 impl CompletionRequest {
     /// A `POST /v1/chat/completions` body.
     pub fn parse_chat(body: &[u8]) -> Result<Self, ApiError> {
@@ -371,6 +415,34 @@ mod tests {
                 String::from_utf8_lossy(body),
                 err.message
             );
+        }
+    }
+
+    #[test]
+    fn parses_kserve_generate_from_either_place() {
+        let (text, p) = parse_generate(
+            br#"{"text_input":"hi","max_tokens":9,"parameters":{"temperature":0,"max_tokens":4,"stream":"x"}}"#,
+        )
+        .unwrap();
+        assert_eq!(text, "hi");
+        // `parameters` wins; `stream` is the endpoint's business.
+        assert_eq!(
+            (p.max_tokens, p.temperature, p.stream),
+            (Some(4), 0.0, false)
+        );
+        for (body, needle) in [
+            (&br#"{"parameters":{}}"#[..], "text_input"),
+            (br#"{"text_input":""}"#, "text_input"),
+            (br#"{"text_input":3}"#, "text_input"),
+            (br#"{"text_input":"x","parameters":[1]}"#, "parameters"),
+            (
+                br#"{"text_input":"x","parameters":{"max_tokens":-2}}"#,
+                "max_tokens",
+            ),
+            (br#"{"text_input":"x","top_p":7}"#, "top_p"),
+        ] {
+            let err = parse_generate(body).unwrap_err();
+            assert!(err.message.contains(needle), "{}", err.message);
         }
     }
 }

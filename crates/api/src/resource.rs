@@ -84,6 +84,11 @@ pub struct ModelSpec {
     /// Overrides the model's own maximum input length in tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_input_tokens: Option<usize>,
+    /// A Jinja chat template for generation models, used instead of the
+    /// one in the model's metadata (or where it has none, as with base
+    /// models).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_template: Option<String>,
 }
 
 /// `Service.spec`: a model served under the service's name.

@@ -119,6 +119,9 @@ pub fn resolve(text: &str) -> anyhow::Result<Vec<ServiceSpec>> {
                 if spec.format.is_some_and(|f| f != ModelFormat::Safetensors) {
                     bail!("Model {name:?}: spec.format: candle-bert loads safetensors");
                 }
+                if spec.chat_template.is_some() {
+                    bail!("Model {name:?}: spec.chatTemplate: only generation models chat");
+                }
             }
             ModelTask::Generation => {
                 if spec.runtime.is_some_and(|r| r != RuntimeKind::LlamaCpp) {

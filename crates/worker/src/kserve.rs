@@ -33,7 +33,11 @@ async fn server_metadata() -> axum::Json<ServerMetadata> {
     axum::Json(ServerMetadata {
         name: "neocloud",
         version: env!("CARGO_PKG_VERSION"),
-        extensions: vec![],
+        extensions: if cfg!(feature = "llm") {
+            vec!["generate"]
+        } else {
+            vec![]
+        },
     })
 }
 
@@ -53,6 +57,20 @@ async fn model_metadata(
     State(state): State<WorkerState>,
     Path(name): Path<String>,
 ) -> Result<axum::Json<ModelMetadata>, KserveError> {
+    if state.is_llm(&name) {
+        let bytes = |n: &str| TensorMetadata {
+            name: n.into(),
+            datatype: "BYTES".into(),
+            shape: vec![1],
+        };
+        return Ok(axum::Json(ModelMetadata {
+            name,
+            versions: vec!["1".into()],
+            platform: "neocloud_llama_cpp".into(),
+            inputs: vec![bytes("text_input")],
+            outputs: vec![bytes("text_output")],
+        }));
+    }
     let model = state.model(&name)?;
     Ok(axum::Json(ModelMetadata {
         name: model.name.clone(),
@@ -75,6 +93,9 @@ async fn model_ready(
     State(state): State<WorkerState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, KserveError> {
+    if state.is_llm(&name) {
+        return Ok(StatusCode::OK);
+    }
     state.model(&name)?;
     Ok(StatusCode::OK)
 }
@@ -84,6 +105,12 @@ async fn infer(
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    if state.is_llm(&name) {
+        return KserveError(ApiError::bad_request(format!(
+            "'{name}' is a generative model: use /v2/models/{name}/generate or generate_stream"
+        )))
+        .into_response();
+    }
     let model = match state.model(&name) {
         Ok(m) => m,
         Err(e) => return KserveError(e).into_response(),

@@ -8,20 +8,22 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use futures_util::stream::{self, Stream};
 use neocloud_api::ApiError;
-use neocloud_api::chat::{CompletionRequest, GenerationParams, Prompt, parse_messages};
+use neocloud_api::chat::{
+    CompletionRequest, GenerationParams, Prompt, parse_generate, parse_messages,
+};
 use neocloud_runtime::llm::template::ChatMessage;
 use neocloud_runtime::llm::{FinishReason, GenEvent, GenerateRequest, LlmEngine, SamplingParams};
 use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::error::{OpenAiError, body_error};
+use crate::error::{KserveError, OpenAiError, body_error};
 use crate::metrics::ModelLabel;
 use crate::state::{WorkerState, unix_now};
 
@@ -48,6 +50,11 @@ pub fn router() -> Router<WorkerState> {
         .route("/v1/completions", post(completions))
         .route("/tokenize", post(tokenize))
         .route("/detokenize", post(detokenize))
+        .route("/v2/models/{model}/generate", post(kserve_generate))
+        .route(
+            "/v2/models/{model}/generate_stream",
+            post(kserve_generate_stream),
+        )
 }
 
 fn json_body(
@@ -308,6 +315,7 @@ struct RequestClock {
     model: String,
     start: std::time::Instant,
     last: Option<std::time::Instant>,
+    finished: bool,
 }
 
 impl RequestClock {
@@ -317,6 +325,7 @@ impl RequestClock {
             model: model.to_string(),
             start: std::time::Instant::now(),
             last: None,
+            finished: false,
         }
     }
 
@@ -338,7 +347,8 @@ impl RequestClock {
         self.last = Some(now);
     }
 
-    fn on_done(&self, finish: FinishReason, prompt: usize, completion: usize) {
+    fn on_done(&mut self, finish: FinishReason, prompt: usize, completion: usize) {
+        self.finished = true;
         let m = &self.metrics;
         let label = [self.model.as_str()];
         m.e2e
@@ -353,6 +363,19 @@ impl RequestClock {
         m.success
             .with_label_values(&[self.model.as_str(), finish.as_str()])
             .inc();
+    }
+}
+
+/// A request that ends any other way (the client went away, the engine
+/// failed) counts as vLLM's `abort`.
+impl Drop for RequestClock {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.metrics
+                .success
+                .with_label_values(&[self.model.as_str(), "abort"])
+                .inc();
+        }
     }
 }
 
@@ -473,4 +496,132 @@ fn stream_response(
             }
         }
     }))
+}
+
+/// Validates and submits a KServe generate request.
+fn kserve_submit(
+    state: &WorkerState,
+    name: &str,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(Arc<ServedLlm>, UnboundedReceiver<GenEvent>), ApiError> {
+    let model = state.llm(name)?;
+    let (text, params) = parse_generate(&body.map_err(body_error)?)?;
+    let ids = model.engine.tokenize(&text, true);
+    let rx = model
+        .engine
+        .submit(GenerateRequest {
+            prompt: ids,
+            params: sampling(&params),
+        })
+        .map_err(ApiError::from)?;
+    Ok((model, rx))
+}
+
+fn kserve_body(model: &str, text: &str) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("model_name".into(), json!(model));
+    m.insert("model_version".into(), json!("1"));
+    m.insert("text_output".into(), json!(text));
+    m
+}
+
+fn kserve_finish(
+    body: &mut serde_json::Map<String, Value>,
+    finish: FinishReason,
+    prompt: usize,
+    completion: usize,
+) {
+    body.insert("finish_reason".into(), json!(finish.as_str()));
+    body.insert("usage".into(), usage(prompt, completion));
+}
+
+/// `POST /v2/models/{m}/generate` (KServe v2 / Triton generate extension):
+/// `{"text_input", "parameters": {...}}` → `{"model_name", "model_version",
+/// "text_output", "finish_reason", "usage"}`. The text is used as given
+/// (no chat template).
+async fn kserve_generate(
+    State(state): State<WorkerState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let (model, mut rx) = match kserve_submit(&state, &name, body) {
+        Ok(ok) => ok,
+        Err(e) => return KserveError(e).into_response(),
+    };
+    let mut clock = RequestClock::new(&state, &model.name);
+    let mut text = String::new();
+    let mut resp = loop {
+        match rx.recv().await {
+            Some(GenEvent::Text(t)) => {
+                clock.on_text();
+                text.push_str(&t);
+            }
+            Some(GenEvent::Done {
+                finish,
+                prompt_tokens,
+                completion_tokens,
+            }) => {
+                clock.on_done(finish, prompt_tokens, completion_tokens);
+                let mut body = kserve_body(&model.name, &text);
+                kserve_finish(&mut body, finish, prompt_tokens, completion_tokens);
+                break axum::Json(Value::Object(body)).into_response();
+            }
+            Some(GenEvent::Error(e)) => break KserveError(ApiError::internal(e)).into_response(),
+            None => {
+                break KserveError(ApiError::internal(
+                    "the engine ended the request without an answer",
+                ))
+                .into_response();
+            }
+        }
+    };
+    resp.extensions_mut().insert(ModelLabel(model.name.clone()));
+    resp
+}
+
+/// `POST /v2/models/{m}/generate_stream`: the same request, answered as
+/// server-sent events, one `{"model_name", "model_version", "text_output"}`
+/// per piece of text; the last carries `finish_reason` and `usage`. An
+/// error mid-stream is an event `{"error": "..."}`.
+async fn kserve_generate_stream(
+    State(state): State<WorkerState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let (model, rx) = match kserve_submit(&state, &name, body) {
+        Ok(ok) => ok,
+        Err(e) => return KserveError(e).into_response(),
+    };
+    let clock = RequestClock::new(&state, &model.name);
+    let name = model.name.clone();
+    let events = stream::unfold((rx, clock, false), move |(mut rx, mut clock, done)| {
+        let name = name.clone();
+        async move {
+            if done {
+                return None;
+            }
+            let (data, done) = match rx.recv().await? {
+                GenEvent::Text(t) => {
+                    clock.on_text();
+                    (Value::Object(kserve_body(&name, &t)), false)
+                }
+                GenEvent::Done {
+                    finish,
+                    prompt_tokens,
+                    completion_tokens,
+                } => {
+                    clock.on_done(finish, prompt_tokens, completion_tokens);
+                    let mut body = kserve_body(&name, "");
+                    kserve_finish(&mut body, finish, prompt_tokens, completion_tokens);
+                    (Value::Object(body), true)
+                }
+                GenEvent::Error(e) => (ApiError::internal(e).kserve_body(), true),
+            };
+            let event = Event::default().data(data.to_string());
+            Some((Ok::<_, Infallible>(event), (rx, clock, done)))
+        }
+    });
+    let mut resp = Sse::new(events).into_response();
+    resp.extensions_mut().insert(ModelLabel(model.name.clone()));
+    resp
 }

@@ -129,6 +129,20 @@ impl WorkerState {
         .with_param("model"))
     }
 
+    /// Whether `name` is a served generative model.
+    pub fn is_llm(&self, name: &str) -> bool {
+        #[cfg(feature = "llm")]
+        {
+            let llms = self.0.llms.read().unwrap_or_else(|p| p.into_inner());
+            llms.contains_key(name)
+        }
+        #[cfg(not(feature = "llm"))]
+        {
+            let _ = name;
+            false
+        }
+    }
+
     /// Sets the vLLM gauges from each engine's current state.
     #[cfg(feature = "llm")]
     pub fn refresh_llm_gauges(&self) {

@@ -60,6 +60,9 @@ pub struct LlmConfig {
     /// Reuse the KV cells of a prompt prefix that a running or finished
     /// sequence already computed (see [`Scheduler::admit`]).
     pub prefix_caching: bool,
+    /// A Jinja chat template to use instead of the GGUF's
+    /// `tokenizer.chat_template`.
+    pub chat_template: Option<String>,
 }
 
 impl Default for LlmConfig {
@@ -73,6 +76,7 @@ impl Default for LlmConfig {
             threads: None,
             unified_kv: false,
             prefix_caching: true,
+            chat_template: None,
         }
     }
 }
@@ -198,8 +202,12 @@ impl LlmEngine {
             config.kv_cells / config.max_seqs.max(1)
         };
         let max_context = (model.n_ctx_train() as usize).min(per_seq as usize);
-        let template = match model.meta_val_str("tokenizer.chat_template") {
-            Ok(src) => {
+        let source = match &config.chat_template {
+            Some(src) => Some(src.clone()),
+            None => model.meta_val_str("tokenizer.chat_template").ok(),
+        };
+        let template = match source {
+            Some(src) => {
                 let vocab = model.vocab();
                 let piece = |t: LlamaToken| {
                     String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned()
@@ -209,7 +217,7 @@ impl LlmEngine {
                         .map_err(|e| RuntimeError::load(path, e))?,
                 )
             }
-            Err(_) => None,
+            None => None,
         };
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
@@ -521,7 +529,9 @@ impl<'m, 's> Scheduler<'m, 's> {
             if !self.admit() {
                 return;
             }
-            self.drop_cancelled();
+            if self.drop_cancelled() {
+                self.publish_stats();
+            }
             if self.running.is_empty() {
                 continue;
             }
@@ -735,8 +745,9 @@ impl<'m, 's> Scheduler<'m, 's> {
         });
     }
 
-    /// Frees the sequences of callers that went away.
-    fn drop_cancelled(&mut self) {
+    /// Frees the sequences of callers that went away; true if there were any.
+    fn drop_cancelled(&mut self) -> bool {
+        let before = self.running.len();
         let mut i = 0;
         while i < self.running.len() {
             if self.running[i].events.is_closed() {
@@ -746,6 +757,7 @@ impl<'m, 's> Scheduler<'m, 's> {
                 i += 1;
             }
         }
+        self.running.len() != before
     }
 
     fn release(&mut self, seq: i32, reserved: usize) {
