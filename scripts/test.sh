@@ -7,22 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: a C/C++ toolchain for -sys crates; cmake and libclang to
-# build llama.cpp (llama-cpp-sys-2 runs CMake and bindgen); OpenMP at run
-# time; Python's venv; curl.
-need=()
-command -v c++ >/dev/null || need+=(build-essential)
-for pkg in cmake libclang-dev libgomp1; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
-done
-command -v curl >/dev/null || need+=(curl)
-python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
-if [ ${#need[@]} -gt 0 ]; then
-    sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
-fi
+# Debian packages and llama.cpp's CPU options (see the script).
+. scripts/build-env.sh
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/neocloud-build/target}"
 export NEOCLOUD_CACHE="${NEOCLOUD_CACHE:-$HOME/.cache/neocloud}"
@@ -37,9 +23,9 @@ fi
 export NEOCLOUD_PYTHON="${NEOCLOUD_PYTHON:-$venv/bin/python}"
 
 echo "== cargo test"
-cargo test --workspace --locked --features neocloud/llm
+cargo test --workspace --locked
 
 echo "== end-to-end (real binary, openai client, plain HTTP)"
-cargo build --locked -p neocloud --features llm
+cargo build --locked -p neocloud
 export NEOCLOUD_BIN="$CARGO_TARGET_DIR/debug/neocloud"
 "$venv/bin/python" -m pytest tests/e2e -q -p no:cacheprovider
