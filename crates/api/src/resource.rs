@@ -403,6 +403,22 @@ spec:
                 "apiVersion: neocloud.dev/v1\nkind: Service\nmetadata: {name: a}\nspec: {model: m, batching: {maxBatchToken: 5}}",
                 "maxBatchToken",
             ),
+            (
+                "apiVersion: neocloud.dev/v1\nkind: Service\nmetadata: {name: a}\nspec: {model: m, generation: {maxSequences: 0}}",
+                "spec.generation.maxSequences",
+            ),
+            (
+                "apiVersion: neocloud.dev/v1\nkind: Service\nmetadata: {name: a}\nspec: {model: m, generation: {maxSequences: 64, kvCells: 512}}",
+                "spec.generation.kvCells",
+            ),
+            (
+                "apiVersion: neocloud.dev/v1\nkind: Service\nmetadata: {name: a}\nspec: {model: m, generation: {stepTokens: 4}}",
+                "spec.generation.stepTokens",
+            ),
+            (
+                "apiVersion: neocloud.dev/v1\nkind: Service\nmetadata: {name: a}\nspec: {model: m, generation: {prefixCaching: maybe}}",
+                "prefixCaching",
+            ),
         ];
         for (yaml, field) in cases {
             let err = Document::parse_yaml_stream(yaml).unwrap_err();

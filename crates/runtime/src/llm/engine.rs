@@ -1,6 +1,6 @@
 //! The continuous-batching engine around one llama.cpp context.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
@@ -421,6 +421,8 @@ struct Running {
     max_new: usize,
     reserved: usize,
     last: Option<LlamaToken>,
+    /// Admission order: prompts are prefilled first come, first served.
+    admitted: u64,
     sampler: LlamaSampler,
     scanner: StopScanner,
     events: mpsc::UnboundedSender<GenEvent>,
@@ -455,7 +457,9 @@ struct Scheduler<'m, 's> {
     ctx: LlamaContext<'m>,
     shared: &'s Shared,
     config: &'s LlmConfig,
-    free_seqs: Vec<i32>,
+    /// Sequence ids holding nothing. Ids are handed out lowest first (see
+    /// [`Scheduler::take_seq`]).
+    free_seqs: BTreeSet<i32>,
     running: Vec<Running>,
     reserved: usize,
     idle: Vec<Idle>,
@@ -509,7 +513,7 @@ impl<'m, 's> Scheduler<'m, 's> {
             ctx,
             shared,
             config,
-            free_seqs: (0..config.max_seqs as i32).rev().collect(),
+            free_seqs: (0..config.max_seqs as i32).collect(),
             running: Vec::new(),
             reserved: 0,
             idle: Vec::new(),
@@ -597,7 +601,7 @@ impl<'m, 's> Scheduler<'m, 's> {
                 }
                 None => {}
             }
-            let mut room = reuse.is_some() || !self.free_seqs.is_empty() || self.evict_lru();
+            let mut room = reuse.is_some() || !self.free_seqs.is_empty() || !self.idle.is_empty();
             while room && self.reserved + need + self.shared_idle_cells() > kv_cells {
                 room = self.evict_lru();
             }
@@ -619,7 +623,7 @@ impl<'m, 's> Scheduler<'m, 's> {
                     (e.seq, len)
                 }
                 (None, copy) => {
-                    let Some(seq) = self.free_seqs.pop() else {
+                    let Some(seq) = self.take_seq() else {
                         unreachable!("room was made for a sequence");
                     };
                     match copy {
@@ -657,8 +661,10 @@ impl<'m, 's> Scheduler<'m, 's> {
                 max_new: w.max_new,
                 reserved: need,
                 last: None,
+                admitted: self.clock,
                 events: w.events,
             });
+            self.clock += 1;
         }
         let waiting = q.waiting.len();
         drop(q);
@@ -700,10 +706,13 @@ impl<'m, 's> Scheduler<'m, 's> {
             .enumerate()
             .map(|(i, r)| (PrefixSource::Running(i), common(&r.tokens)))
             .filter(|&(_, n)| n >= min_copy);
-        idle.chain(running).fold(None, |best, cand| match best {
-            Some((_, n)) if n >= cand.1 => best,
-            _ => Some(cand),
-        })
+        // Longest first; then idle (no copy); then the lowest id, which keeps
+        // running sequences packed (see `take_seq`).
+        let rank = |&(src, n): &(PrefixSource, usize)| match src {
+            PrefixSource::Idle(j) => (n, 1, -self.idle[j].seq),
+            PrefixSource::Running(i) => (n, 0, -self.running[i].seq),
+        };
+        idle.chain(running).max_by_key(rank)
     }
 
     /// Idle cells that take room from running sequences: with one shared
@@ -721,11 +730,33 @@ impl<'m, 's> Scheduler<'m, 's> {
         let Some(j) = (0..self.idle.len()).min_by_key(|&j| self.idle[j].last_used) else {
             return false;
         };
+        let seq = self.evict(j);
+        self.free_seqs.insert(seq);
+        true
+    }
+
+    /// The lowest sequence id that is free or only idle (evicting that idle
+    /// entry). With a KV stream per sequence, llama.cpp decodes together
+    /// only sequences whose ids run consecutively (and in ascending order
+    /// in the batch): every gap costs another pass over the weights, so
+    /// running sequences are kept packed at the low ids.
+    fn take_seq(&mut self) -> Option<i32> {
+        let free = self.free_seqs.first().copied();
+        let idle = (0..self.idle.len()).min_by_key(|&j| self.idle[j].seq);
+        match (free, idle) {
+            (Some(f), Some(j)) if self.idle[j].seq < f => Some(self.evict(j)),
+            (Some(f), _) => self.free_seqs.take(&f),
+            (None, Some(j)) => Some(self.evict(j)),
+            (None, None) => None,
+        }
+    }
+
+    /// Drops idle entry `j`'s KV; returns its sequence id (not made free).
+    fn evict(&mut self, j: usize) -> i32 {
         let e = self.idle.swap_remove(j);
         self.idle_cells -= e.tokens.len();
         let _ = self.ctx.clear_kv_cache_seq(Some(e.seq as u32), None, None);
-        self.free_seqs.push(e.seq);
-        true
+        e.seq
     }
 
     /// A sequence that ended normally: keep its KV for prefix reuse, or
@@ -762,7 +793,7 @@ impl<'m, 's> Scheduler<'m, 's> {
 
     fn release(&mut self, seq: i32, reserved: usize) {
         let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
-        self.free_seqs.push(seq);
+        self.free_seqs.insert(seq);
         self.reserved -= reserved;
     }
 
@@ -771,6 +802,9 @@ impl<'m, 's> Scheduler<'m, 's> {
     /// Returns (running index, batch index) for every position to sample.
     fn fill(&mut self, batch: &mut LlamaBatch) -> Vec<(usize, i32)> {
         batch.clear();
+        // Decode tokens in ascending sequence id, so that llama.cpp can put
+        // consecutive ids into one ubatch (see `take_seq`).
+        self.running.sort_unstable_by_key(|r| r.seq);
         let mut owners = Vec::new();
         let mut budget = self.config.step_tokens as usize;
         for (i, r) in self.running.iter_mut().enumerate() {
@@ -784,7 +818,12 @@ impl<'m, 's> Scheduler<'m, 's> {
                 budget -= 1;
             }
         }
-        for (i, r) in self.running.iter_mut().enumerate() {
+        let mut prefilling: Vec<usize> = (0..self.running.len())
+            .filter(|&i| self.running[i].prefilled < self.running[i].prompt.len())
+            .collect();
+        prefilling.sort_unstable_by_key(|&i| self.running[i].admitted);
+        for i in prefilling {
+            let r = &mut self.running[i];
             if budget == 0 {
                 break;
             }
