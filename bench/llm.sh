@@ -6,6 +6,7 @@
 #       TTFT and decode tokens/s, passes alternating between the engines;
 #   (2) aggregate throughput of neocloud at 1, 4, 16 and 32 concurrent
 #       streams: tokens/s, requests/s, TTFT and inter-token latency p50/p99;
+#   (2b) pure decode scaling: N short prompts at once, 200 tokens each;
 #   (3) prefix caching: an 8-shot GSM8K workload against a fresh server with
 #       prefix caching on, then one with it off: TTFT, tokens/s, cache hits.
 # It prints a markdown summary with ratios (and writes it to $OUT/llm-summary.md);
@@ -21,7 +22,7 @@
 #   LEVELS="1 4 16 32"   (2) concurrent streams; a level sends
 #                        max(MIN_REQUESTS=32, PER_STREAM=4 x streams) requests
 #   PREFIX_LEVELS="1 8" PREFIX_REQUESTS=32 PREFIX_MAX_TOKENS=64 SHOTS=8   (3)
-#   PHASES="single concurrency prefix"   which phases to run
+#   PHASES="single concurrency decode prefix"   which phases to run
 #   LLAMA_COLD_PREFILL   1: reset llama-cpp-python before each request, so it
 #                        does not reuse the previous prompt's prefix (default 0;
 #                        1 when GENERATION_CONFIG=0)
@@ -56,7 +57,7 @@ PREFIX_LEVELS=${PREFIX_LEVELS:-1 8}
 PREFIX_REQUESTS=${PREFIX_REQUESTS:-32}
 PREFIX_MAX_TOKENS=${PREFIX_MAX_TOKENS:-64}
 SHOTS=${SHOTS:-8}
-PHASES=${PHASES:-single concurrency prefix}
+PHASES=${PHASES:-single concurrency decode prefix}
 GENERATION_CONFIG=${GENERATION_CONFIG:-1}
 # llama-cpp-python reuses the prefix its previous prompt shared (the chat
 # template's system prompt), as neocloud's prefix cache does when on: keep
@@ -165,7 +166,7 @@ start_server() {
 
 has() { [[ " $PHASES " == *" $1 "* ]]; }
 
-if has single || has concurrency; then
+if has single || has concurrency || has decode; then
     start_server "$OUT/llm-config-on.yaml" "$OUT/llm-server.log"
     if has single; then
         echo "== (1) single stream, $THREADS threads: llama-cpp-python and neocloud take turns" >&2
@@ -185,6 +186,11 @@ if has single || has concurrency; then
             --levels "${LEVELS// /,}" --min-requests "$MIN_REQUESTS" --per-stream "$PER_STREAM" \
             --max-tokens "$MAX_TOKENS" --offset "$PROMPTS" "${data[@]}" \
             --out "$OUT/llm-concurrency.json"
+    fi
+    if has decode; then
+        echo "== (2b) pure decode scaling (short prompt, 200 tokens each)" >&2
+        "$py" bench/llm_decode_scaling.py --url "$url" --model "$model_name" \
+            --streams "${LEVELS// /,}" --max-tokens 200 --out "$OUT/llm-decode.json"
     fi
     stop_server
 fi
