@@ -7,4 +7,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/build-env.sh
+# The build is shared with scripts/test.sh and reused across clones.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/neocloud-build/target}"
 exec cargo run --release --locked -p neocloud -- up "$@"
