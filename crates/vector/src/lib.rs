@@ -11,6 +11,7 @@ pub mod filter;
 pub mod hnsw;
 mod point;
 mod vectors;
+pub mod wal;
 
 pub use distance::Distance;
 pub use point::{Payload, PointId};
