@@ -905,6 +905,13 @@ impl FieldIndex {
             sets.into_iter().flatten().flatten().copied().collect()
         };
         match (self.schema, m) {
+            // Matches nothing, whatever the field holds.
+            (
+                _,
+                Match::Any {
+                    any: AnyValues::Keywords(l),
+                },
+            ) if l.is_empty() => Some(Postings::new()),
             (
                 PayloadSchemaType::Keyword,
                 Match::Value {
@@ -1443,6 +1450,17 @@ mod tests {
             Some(vec![1, 2])
         );
         assert_eq!(
+            c_of(&idx, cond(json!({"key": "n", "range": {"lt": 2}}))),
+            Some(vec![0])
+        );
+        assert_eq!(
+            c_of(
+                &idx,
+                cond(json!({"key": "n", "range": {"gt": 1, "lte": 2}}))
+            ),
+            Some(vec![1])
+        );
+        assert_eq!(
             c_of(&idx, cond(json!({"key": "x", "range": {"lt": 0}}))),
             Some(vec![1])
         );
@@ -1492,5 +1510,436 @@ mod tests {
             None
         );
         assert_eq!(idx.fields().len(), 3);
+    }
+
+    // -----------------------------------------------------------------------
+    // Property tests: `matches` against a straightforward reference evaluator,
+    // and the candidate superset/exactness properties of the index.
+    // -----------------------------------------------------------------------
+
+    use proptest::prelude::*;
+
+    const KEYS: &[(&str, PayloadSchemaType)] = &[
+        ("kw", PayloadSchemaType::Keyword),
+        ("int", PayloadSchemaType::Integer),
+        ("flt", PayloadSchemaType::Float),
+        ("flag", PayloadSchemaType::Bool),
+        ("obj.kw", PayloadSchemaType::Keyword),
+        ("objs.int", PayloadSchemaType::Integer),
+    ];
+    const WORDS: &[&str] = &["red", "green", "blue", "light red"];
+
+    /// Test-side filter model, turned into Qdrant JSON for the parser.
+    #[derive(Debug, Clone)]
+    enum TC {
+        Eq(&'static str, Value),
+        Any(&'static str, Vec<Value>),
+        Except(&'static str, Vec<Value>),
+        Text(&'static str, String),
+        Range(&'static str, [Option<f64>; 4]),
+        Count(&'static str, [Option<usize>; 4]),
+        IsNull(&'static str),
+        IsEmpty(&'static str),
+        HasId(Vec<u64>),
+        Sub(Box<TF>),
+    }
+
+    #[derive(Debug, Clone)]
+    struct TF {
+        must: Vec<TC>,
+        should: Vec<TC>,
+        must_not: Vec<TC>,
+        min: Option<(Vec<TC>, usize)>,
+    }
+
+    fn bounds_json<T: Serialize>(b: &[Option<T>; 4]) -> Value {
+        let mut o = serde_json::Map::new();
+        for (name, x) in ["gt", "gte", "lt", "lte"].iter().zip(b) {
+            if let Some(x) = x {
+                o.insert(name.to_string(), json!(x));
+            }
+        }
+        Value::Object(o)
+    }
+
+    fn tc_json(c: &TC) -> Value {
+        match c {
+            TC::Eq(k, v) => json!({"key": k, "match": {"value": v}}),
+            TC::Any(k, l) => json!({"key": k, "match": {"any": l}}),
+            TC::Except(k, l) => json!({"key": k, "match": {"except": l}}),
+            TC::Text(k, t) => json!({"key": k, "match": {"text": t}}),
+            TC::Range(k, b) => json!({"key": k, "range": bounds_json(b)}),
+            TC::Count(k, b) => json!({"key": k, "values_count": bounds_json(b)}),
+            TC::IsNull(k) => json!({"is_null": {"key": k}}),
+            TC::IsEmpty(k) => json!({"is_empty": {"key": k}}),
+            TC::HasId(ids) => json!({"has_id": ids}),
+            TC::Sub(f) => tf_json(f),
+        }
+    }
+
+    fn tf_json(f: &TF) -> Value {
+        let list = |l: &[TC]| Value::Array(l.iter().map(tc_json).collect());
+        let mut o = json!({"must": list(&f.must), "should": list(&f.should), "must_not": list(&f.must_not)});
+        if let Some((conds, n)) = &f.min {
+            o["min_should"] = json!({"conditions": list(conds), "min_count": n});
+        }
+        o
+    }
+
+    /// The values stored under one of the test keys, written out per key.
+    fn ref_terminals(p: &Payload, key: &str) -> Vec<Value> {
+        match key {
+            "obj.kw" => p
+                .get("obj")
+                .and_then(|o| o.get("kw"))
+                .cloned()
+                .into_iter()
+                .collect(),
+            "objs.int" => match p.get("objs") {
+                Some(Value::Array(items)) => {
+                    items.iter().filter_map(|o| o.get("int").cloned()).collect()
+                }
+                _ => Vec::new(),
+            },
+            k => p.get(k).cloned().into_iter().collect(),
+        }
+    }
+
+    fn ref_leaves(p: &Payload, key: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        for t in ref_terminals(p, key) {
+            match t {
+                Value::Array(items) => out.extend(items),
+                other => out.push(other),
+            }
+        }
+        out
+    }
+
+    fn ref_eq(stored: &Value, wanted: &Value) -> bool {
+        match (stored, wanted) {
+            (Value::String(a), Value::String(b)) => a == b,
+            (Value::Bool(a), Value::Bool(b)) => a == b,
+            (Value::Number(a), Value::Number(b)) => a.is_i64() && a.as_i64() == b.as_i64(),
+            _ => false,
+        }
+    }
+
+    fn in_bounds<T: PartialOrd + Copy>(x: T, b: &[Option<T>; 4]) -> bool {
+        let [gt, gte, lt, lte] = *b;
+        !(gt.is_some_and(|v| x <= v)
+            || gte.is_some_and(|v| x < v)
+            || lt.is_some_and(|v| x >= v)
+            || lte.is_some_and(|v| x > v))
+    }
+
+    fn ref_cond(c: &TC, id: u64, p: &Payload) -> bool {
+        match c {
+            TC::Eq(k, v) => ref_leaves(p, k).iter().any(|l| ref_eq(l, v)),
+            TC::Any(k, list) => ref_leaves(p, k)
+                .iter()
+                .any(|l| list.iter().any(|v| ref_eq(l, v))),
+            TC::Except(k, list) => {
+                let present: Vec<Value> = ref_leaves(p, k)
+                    .into_iter()
+                    .filter(|l| !l.is_null())
+                    .collect();
+                present.is_empty() || present.iter().any(|l| !list.iter().any(|v| ref_eq(l, v)))
+            }
+            TC::Text(k, t) => ref_leaves(p, k)
+                .iter()
+                .any(|l| matches!(l, Value::String(s) if s.contains(t.as_str()))),
+            TC::Range(k, b) => ref_leaves(p, k)
+                .iter()
+                .any(|l| matches!(l, Value::Number(n) if in_bounds(n.as_f64().unwrap(), b))),
+            TC::Count(k, b) => {
+                let mut n = 0usize;
+                for t in ref_terminals(p, k) {
+                    n += match t {
+                        Value::Array(a) => a.len(),
+                        Value::Null => 0,
+                        _ => 1,
+                    };
+                }
+                in_bounds(n, b)
+            }
+            TC::IsNull(k) => ref_terminals(p, k).contains(&Value::Null),
+            TC::IsEmpty(k) => ref_leaves(p, k).iter().all(|l| *l == Value::Null),
+            TC::HasId(ids) => ids.contains(&id),
+            TC::Sub(f) => ref_filter(f, id, p),
+        }
+    }
+
+    fn ref_filter(f: &TF, id: u64, p: &Payload) -> bool {
+        let n_true = |l: &[TC]| l.iter().filter(|c| ref_cond(c, id, p)).count();
+        n_true(&f.must) == f.must.len()
+            && (f.should.is_empty() || n_true(&f.should) > 0)
+            && n_true(&f.must_not) == 0
+            && f.min.as_ref().is_none_or(|(l, n)| n_true(l) >= *n)
+    }
+
+    /// A condition the index answers exactly.
+    fn indexed(c: &TC) -> bool {
+        match c {
+            TC::Eq(k, v) => matches!(
+                (*k, v),
+                ("kw" | "obj.kw", Value::String(_))
+                    | ("int" | "objs.int", Value::Number(_))
+                    | ("flag", Value::Bool(_))
+            ),
+            TC::Any(k, l) => match *k {
+                "kw" | "obj.kw" => l.iter().all(Value::is_string),
+                "int" | "objs.int" => l.iter().all(Value::is_number),
+                _ => false,
+            },
+            TC::Range(k, _) => matches!(*k, "int" | "flt" | "objs.int"),
+            _ => false,
+        }
+    }
+
+    fn field(scalar: BoxedStrategy<Value>) -> BoxedStrategy<Option<Value>> {
+        let elem = prop_oneof![4 => scalar.clone(), 1 => Just(Value::Null)];
+        prop_oneof![
+            2 => Just(None),
+            1 => Just(Some(Value::Null)),
+            4 => scalar.prop_map(Some),
+            2 => prop::collection::vec(elem, 0..3).prop_map(|v| Some(Value::Array(v))),
+        ]
+        .boxed()
+    }
+
+    /// Integers in 0..100, mostly small so that conditions hit often.
+    fn int_value() -> BoxedStrategy<i64> {
+        prop_oneof![3 => 0i64..8, 1 => 0i64..100].boxed()
+    }
+
+    fn word() -> BoxedStrategy<Value> {
+        prop::sample::select(WORDS).prop_map(|w| json!(w)).boxed()
+    }
+
+    fn payload_strategy() -> impl Strategy<Value = Payload> {
+        let kw = prop_oneof![5 => word(), 1 => (0i64..3).prop_map(|i| json!(i))].boxed();
+        let int =
+            prop_oneof![6 => int_value().prop_map(|i| json!(i)), 1 => Just(json!(2.5))].boxed();
+        let flt = prop_oneof![4 => (-5.0f64..5.0).prop_map(|x| json!(x)), 1 => (-5i64..5).prop_map(|i| json!(i))].boxed();
+        let flag = any::<bool>().prop_map(|b| json!(b)).boxed();
+        let obj = prop::option::of(field(kw.clone()));
+        let objs = prop::option::of(prop::collection::vec(field(int.clone()), 0..3));
+        (field(kw), field(int), field(flt), field(flag), obj, objs).prop_map(
+            |(kw, int, flt, flag, obj, objs)| {
+                let mut p = Payload::new();
+                for (k, v) in [("kw", kw), ("int", int), ("flt", flt), ("flag", flag)] {
+                    if let Some(v) = v {
+                        p.insert(k.into(), v);
+                    }
+                }
+                if let Some(o) = obj {
+                    let mut m = serde_json::Map::new();
+                    if let Some(v) = o {
+                        m.insert("kw".into(), v);
+                    }
+                    p.insert("obj".into(), Value::Object(m));
+                }
+                if let Some(items) = objs {
+                    let arr = items
+                        .into_iter()
+                        .map(|v| match v {
+                            Some(v) => json!({"int": v, "other": 1}),
+                            None => json!({"other": 1}),
+                        })
+                        .collect();
+                    p.insert("objs".into(), Value::Array(arr));
+                }
+                p
+            },
+        )
+    }
+
+    fn key() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(KEYS.iter().map(|(k, _)| *k).collect::<Vec<_>>())
+    }
+
+    fn scalar() -> BoxedStrategy<Value> {
+        prop_oneof![
+            word(),
+            int_value().prop_map(|i| json!(i)),
+            any::<bool>().prop_map(|b| json!(b))
+        ]
+        .boxed()
+    }
+
+    fn value_list() -> BoxedStrategy<Vec<Value>> {
+        prop_oneof![
+            prop::collection::vec(word(), 0..3),
+            prop::collection::vec(int_value().prop_map(|i| json!(i)), 0..4),
+        ]
+        .boxed()
+    }
+
+    fn leaf() -> BoxedStrategy<TC> {
+        let fbound = prop::option::of(prop_oneof![
+            int_value().prop_map(|i| i as f64),
+            -5.0f64..5.0,
+            (-5i64..5).prop_map(|i| i as f64),
+        ]);
+        let ubound = prop::option::of(0usize..4);
+        prop_oneof![
+            4 => (key(), scalar()).prop_map(|(k, v)| TC::Eq(k, v)),
+            2 => (key(), value_list()).prop_map(|(k, l)| TC::Any(k, l)),
+            2 => (key(), value_list()).prop_map(|(k, l)| TC::Except(k, l)),
+            1 => (key(), prop::sample::select(vec!["re", "red", "light", "x"]))
+                .prop_map(|(k, t)| TC::Text(k, t.to_string())),
+            4 => (key(), [fbound.clone(), fbound.clone(), fbound.clone(), fbound])
+                .prop_filter("a bound", |(_, b)| b.iter().any(Option::is_some))
+                .prop_map(|(k, b)| TC::Range(k, b)),
+            1 => (key(), [ubound.clone(), ubound.clone(), ubound.clone(), ubound])
+                .prop_filter("a bound", |(_, b)| b.iter().any(Option::is_some))
+                .prop_map(|(k, b)| TC::Count(k, b)),
+            1 => key().prop_map(TC::IsNull),
+            1 => key().prop_map(TC::IsEmpty),
+            1 => prop::collection::vec(0u64..30, 0..4).prop_map(TC::HasId),
+        ]
+        .boxed()
+    }
+
+    fn tf(c: BoxedStrategy<TC>) -> BoxedStrategy<TF> {
+        (
+            prop::collection::vec(c.clone(), 0..4),
+            prop::collection::vec(c.clone(), 0..3),
+            prop::collection::vec(c.clone(), 0..2),
+            prop::option::weighted(0.2, (prop::collection::vec(c, 0..4), 0usize..3)),
+        )
+            .prop_map(|(must, should, must_not, min)| TF {
+                must,
+                should,
+                must_not,
+                min,
+            })
+            .boxed()
+    }
+
+    fn filter_strategy() -> BoxedStrategy<TF> {
+        let cond = leaf().prop_recursive(2, 24, 4, |inner| {
+            tf(inner).prop_map(|f| TC::Sub(Box::new(f))).boxed()
+        });
+        tf(cond.boxed())
+    }
+
+    /// Filters made only of indexed must-conditions, for the exactness check.
+    fn indexed_filter_strategy() -> BoxedStrategy<TF> {
+        let word_key = prop::sample::select(vec!["kw", "obj.kw"]);
+        let int_key = prop::sample::select(vec!["int", "objs.int"]);
+        let num = int_value().prop_map(|i| json!(i));
+        let fbound = prop::option::of(prop_oneof![
+            int_value().prop_map(|i| i as f64),
+            -5.0f64..5.0,
+        ]);
+        let c = prop_oneof![
+            (word_key.clone(), word()).prop_map(|(k, v)| TC::Eq(k, v)),
+            (int_key.clone(), num.clone()).prop_map(|(k, v)| TC::Eq(k, v)),
+            any::<bool>().prop_map(|b| TC::Eq("flag", json!(b))),
+            (word_key, prop::collection::vec(word(), 0..3)).prop_map(|(k, l)| TC::Any(k, l)),
+            (int_key, prop::collection::vec(num, 1..4)).prop_map(|(k, l)| TC::Any(k, l)),
+            (
+                prop::sample::select(vec!["int", "flt", "objs.int"]),
+                [fbound.clone(), fbound.clone(), fbound.clone(), fbound],
+            )
+                .prop_filter("a bound", |(_, b)| b.iter().any(Option::is_some))
+                .prop_map(|(k, b)| TC::Range(k, b)),
+        ]
+        .prop_filter("indexed", indexed)
+        .boxed();
+        prop::collection::vec(c, 1..3)
+            .prop_map(|must| TF {
+                must,
+                should: vec![],
+                must_not: vec![],
+                min: None,
+            })
+            .boxed()
+    }
+
+    fn check_case(payloads: &[Payload], tf: &TF) -> Result<(), TestCaseError> {
+        let json = tf_json(tf);
+        let filter =
+            Filter::from_json(&json).map_err(|e| TestCaseError::fail(format!("{json}: {e}")))?;
+        let expected: Vec<u32> = (0..payloads.len() as u32)
+            .filter(|&i| ref_filter(tf, i as u64, &payloads[i as usize]))
+            .collect();
+        for (i, p) in payloads.iter().enumerate() {
+            prop_assert_eq!(
+                filter.matches(&PointId::Num(i as u64), p),
+                ref_filter(tf, i as u64, p),
+                "filter {} on payload {}",
+                json,
+                Value::Object(p.clone())
+            );
+        }
+        let exact = !tf.must.is_empty()
+            && tf.should.is_empty()
+            && tf.must_not.is_empty()
+            && tf.min.is_none()
+            && tf.must.iter().all(indexed);
+
+        // An index built over existing points.
+        let mut idx = PayloadIndex::default();
+        for (k, schema) in KEYS {
+            let existing = payloads.iter().enumerate().map(|(i, p)| (i as u32, p));
+            idx.create_field(k, *schema, existing);
+        }
+        if let Some(c) = idx.candidates(&filter) {
+            prop_assert!(c.windows(2).all(|w| w[0] < w[1]), "sorted {:?}", c);
+            for o in &expected {
+                prop_assert!(c.contains(o), "{} missing from {:?} for {}", o, c, json);
+            }
+            if exact {
+                prop_assert_eq!(&c, &expected, "exact candidates for {}", json);
+            }
+        } else {
+            prop_assert!(!exact, "no candidates for indexed filter {}", json);
+        }
+
+        // An index maintained by add/remove: every third point removed.
+        let mut idx2 = PayloadIndex::default();
+        for (k, schema) in KEYS {
+            idx2.create_field(k, *schema, std::iter::empty());
+        }
+        for (i, p) in payloads.iter().enumerate() {
+            idx2.add(i as u32, p);
+        }
+        for (i, p) in payloads.iter().enumerate().filter(|(i, _)| i % 3 == 0) {
+            idx2.remove(i as u32, p);
+        }
+        let live: Vec<u32> = expected.iter().copied().filter(|o| o % 3 != 0).collect();
+        if let Some(c) = idx2.candidates(&filter) {
+            prop_assert!(c.iter().all(|o| o % 3 != 0), "removed offsets in {:?}", c);
+            for o in &live {
+                prop_assert!(c.contains(o), "{} missing from {:?} for {}", o, c, json);
+            }
+            if exact {
+                prop_assert_eq!(&c, &live, "exact candidates for {}", json);
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn matches_agrees_with_reference_and_index_is_a_superset(
+            payloads in prop::collection::vec(payload_strategy(), 0..24),
+            tf in filter_strategy(),
+        ) {
+            check_case(&payloads, &tf)?;
+        }
+
+        #[test]
+        fn indexed_must_conditions_give_exact_candidates(
+            payloads in prop::collection::vec(payload_strategy(), 0..24),
+            tf in indexed_filter_strategy(),
+        ) {
+            check_case(&payloads, &tf)?;
+        }
     }
 }
