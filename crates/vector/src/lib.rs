@@ -6,15 +6,19 @@
 //! REST layer maps onto this crate; everything here is plain Rust that the
 //! tests drive directly.
 
+pub mod collection;
 pub mod distance;
 pub mod filter;
 pub mod hnsw;
 mod point;
+mod store;
 mod vectors;
 pub mod wal;
 
+pub use collection::{Collection, CollectionConfig, PointStruct, ScoredPoint, SearchRequest};
 pub use distance::Distance;
 pub use point::{Payload, PointId};
+pub use store::{Store, validate_name};
 pub use vectors::VectorStore;
 
 /// Everything that can go wrong in the engine. Messages name the problem

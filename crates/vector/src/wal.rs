@@ -25,6 +25,9 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use crate::VectorError;
 
 const HEADER: usize = 16;
+
+/// A record read back: its seq and body.
+pub type Record = (u64, Vec<u8>);
 /// A record larger than this is treated as corruption (no single write is
 /// anywhere near it).
 const MAX_BODY: usize = 1 << 30;
@@ -55,7 +58,7 @@ impl Wal {
     /// Opens (or creates) the log at `path`, returning it and the intact
     /// records as (seq, body), oldest first. A torn or corrupt tail is cut
     /// off. `first_seq` numbers the first record of an empty log.
-    pub fn open(path: &Path, first_seq: u64) -> Result<(Wal, Vec<(u64, Vec<u8>)>), VectorError> {
+    pub fn open(path: &Path, first_seq: u64) -> Result<(Wal, Vec<Record>), VectorError> {
         let io = |err| VectorError::Io {
             path: path.to_path_buf(),
             err,
@@ -209,7 +212,7 @@ fn encode(out: &mut Vec<u8>, seq: u64, body: &[u8]) {
 }
 
 /// The intact records of `bytes` and the length they span.
-fn decode_all(bytes: &[u8]) -> (Vec<(u64, Vec<u8>)>, usize) {
+fn decode_all(bytes: &[u8]) -> (Vec<Record>, usize) {
     let mut records = Vec::new();
     let mut at = 0;
     let mut expect_seq = None;
