@@ -49,26 +49,42 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         .enable_all()
         .thread_name("neocloud-io")
         .build()?;
-    runtime.block_on(serve(args, services, cache))
+    runtime.block_on(serve(args, services, cache, data_dir))
 }
 
 async fn serve(
     args: UpArgs,
     services: Vec<ServiceSpec>,
     cache: neocloud_registry::Cache,
+    data_dir: PathBuf,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    // The vector store recovers its collections (snapshot + log replay,
+    // index rebuild) before the first request can reach them.
+    let vectors = {
+        let dir = data_dir.clone();
+        tokio::task::spawn_blocking(move || neocloud_vectord::VectorState::open(&dir))
+            .await?
+            .context("opening the vector store")?
+    };
+    let collections = vectors.store().names().len();
     let state = WorkerState::new(Metrics::new(), args.max_body_bytes);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(neocloud_worker::serve(listener, state.clone(), {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        }
-    }));
+    let vector_routes = neocloud_vectord::router(vectors.clone());
+    let server = tokio::spawn(neocloud_worker::serve(
+        listener,
+        state.clone(),
+        vector_routes,
+        {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+        },
+    ));
     tracing::info!(%addr, "listening; loading models");
 
     // Load every model while the server already answers liveness probes.
@@ -107,6 +123,10 @@ async fn serve(
     for line in lines {
         println!("  serving {line}");
     }
+    println!(
+        "  vector store (Qdrant API): {collections} collection(s) in {}",
+        vectors.store().root().display()
+    );
     shutdown_signal().await;
     tracing::info!("shutting down: draining in-flight requests");
     let _ = stop_tx.send(true);

@@ -29,7 +29,10 @@ use axum::routing::get;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 
 /// The worker's full router: OpenAI, KServe v2 and metrics.
-pub fn router(state: WorkerState) -> Router {
+/// The worker's routes plus `extra` (other services hosted in the same
+/// process, e.g. the vector store), under one 404 fallback, request metrics
+/// and body limit.
+pub fn router(state: WorkerState, extra: Router) -> Router {
     let max_body = state.max_body_bytes();
     let router = Router::new().merge(openai::router());
     #[cfg(feature = "llm")]
@@ -38,13 +41,14 @@ pub fn router(state: WorkerState) -> Router {
         .merge(kserve::router())
         .route("/metrics", get(metrics::export))
         .route("/health", get(|| async { "ok" }))
+        .with_state(state.clone())
+        .merge(extra)
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            state,
             metrics::track_requests,
         ))
         .layer(DefaultBodyLimit::max(max_body))
-        .with_state(state)
 }
 
 /// Serves the worker on `listener` until `shutdown` resolves, lets in-flight
@@ -52,9 +56,10 @@ pub fn router(state: WorkerState) -> Router {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: WorkerState,
+    extra: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state.clone()))
+    axum::serve(listener, router(state.clone(), extra))
         .with_graceful_shutdown(shutdown)
         .await?;
     state.shutdown();
