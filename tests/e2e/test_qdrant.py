@@ -210,3 +210,52 @@ def test_data_outlives_a_restart(tmp_path, cache_dir):
     finally:
         server.stop()
         server.kill()
+
+
+PASSAGES = [
+    "The cat sat on the warm windowsill and purred.",
+    "Stock markets fell sharply after the interest rate decision.",
+    "A recipe for bread: flour, water, salt and yeast.",
+    "The spacecraft entered orbit around Mars after a seven month journey.",
+]
+
+
+def test_text_in_vectors_out(url):
+    """A collection that names an embedding service takes text for points
+    and queries (Qdrant's inference objects), embedded through the same
+    batching path as /v1/embeddings, and answers text retrieval."""
+    r = requests.put(url + "/collections/docs", timeout=30, json={
+        "vectors": {"size": u.DIM, "distance": "Cosine"}, "embed": u.MODEL})
+    assert r.status_code == 200, r.text
+    qc = QdrantClient(url=url, prefer_grpc=False, check_compatibility=False,
+                      cloud_inference=True)
+    qc.upsert("docs", points=[
+        models.PointStruct(id=i, vector=models.Document(text=t, model=u.MODEL),
+                           payload={"text": t})
+        for i, t in enumerate(PASSAGES)])
+    # Without "model": the collection's embed service.
+    r = requests.put(url + "/collections/docs/points", timeout=30, json={
+        "points": [{"id": 9, "vector": {"text": "Dogs love to play fetch in the park."},
+                    "payload": {"text": "Dogs love to play fetch in the park."}}]})
+    assert r.status_code == 200, r.text
+    # The stored vectors are the embeddings /v1/embeddings gives.
+    want = requests.post(url + "/v1/embeddings", timeout=30, json={
+        "model": u.MODEL, "input": PASSAGES[0]}).json()["data"][0]["embedding"]
+    got = qc.retrieve("docs", ids=[0], with_vectors=True)[0].vector
+    assert _cos(got, want) > 0.9999
+    hits = qc.query_points("docs", query=models.Document(text="a sleepy kitten", model=u.MODEL),
+                           limit=2).points
+    assert hits[0].id == 0
+    r = requests.post(url + "/collections/docs/retrieve", timeout=30,
+                      json={"query": "rocket to the red planet", "limit": 2}).json()
+    top = r["result"]["passages"][0]
+    assert top["id"] == 3 and top["text"] == PASSAGES[3] and top["score"] > 0.3
+    assert len(r["result"]["passages"]) == 2
+    # Text needs a service: a collection without one says so.
+    requests.put(url + "/collections/plain", timeout=30,
+                 json={"vectors": {"size": u.DIM, "distance": "Cosine"}})
+    r = requests.post(url + "/collections/plain/retrieve", timeout=30, json={"query": "x"})
+    assert r.status_code == 400 and "embed" in r.json()["status"]["error"]
+    r = requests.put(url + "/collections/docs/points", timeout=30, json={
+        "points": [{"id": 1, "vector": {"text": "x", "model": "nope"}}]})
+    assert r.status_code == 400 and "nope" in r.json()["status"]["error"]

@@ -72,6 +72,7 @@ async fn serve(
     };
     let collections = vectors.store().names().len();
     let state = WorkerState::new(Metrics::new(), args.max_body_bytes);
+    let vectors = vectors.with_embedder(Arc::new(WorkerEmbedder(state.clone())));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let vector_routes = neocloud_vectord::router(vectors.clone());
     let server = tokio::spawn(neocloud_worker::serve(
@@ -132,6 +133,27 @@ async fn serve(
     let _ = stop_tx.send(true);
     server.await.context("server task")??;
     Ok(())
+}
+
+/// Collections embed text with this process's served embedding models,
+/// through their batching queues.
+struct WorkerEmbedder(WorkerState);
+
+impl neocloud_vectord::TextEmbedder for WorkerEmbedder {
+    fn embed<'a>(
+        &'a self,
+        model: &'a str,
+        texts: Vec<String>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Vec<Vec<f32>>, String>> + Send + 'a>,
+    > {
+        Box::pin(async move {
+            self.0
+                .embed_texts(model, texts)
+                .await
+                .map_err(|e| e.message)
+        })
+    }
 }
 
 /// Fetches, loads and starts serving one service; returns the line `up`

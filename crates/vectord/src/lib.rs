@@ -8,6 +8,7 @@
 //! the blocking pool. Writes are acknowledged only once durable, so
 //! `?wait=false` is answered as if it were `true`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,10 +32,23 @@ use serde_json::{Value, json};
 /// The Qdrant API level these endpoints follow (what `GET /` reports).
 pub const QDRANT_API_VERSION: &str = "1.15.0";
 
+/// Turns text into vectors with a served embedding model (in `up`, the
+/// worker's batching queue, the same path as `/v1/embeddings`).
+pub trait TextEmbedder: Send + Sync {
+    fn embed<'a>(
+        &'a self,
+        model: &'a str,
+        texts: Vec<String>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Vec<Vec<f32>>, String>> + Send + 'a>,
+    >;
+}
+
 #[derive(Clone)]
 pub struct VectorState {
     store: Arc<Store>,
     snapshots: PathBuf,
+    embedder: Option<Arc<dyn TextEmbedder>>,
 }
 
 impl VectorState {
@@ -49,7 +63,14 @@ impl VectorState {
         Ok(VectorState {
             store: Arc::new(store),
             snapshots,
+            embedder: None,
         })
+    }
+
+    /// Lets collections embed text with served models.
+    pub fn with_embedder(mut self, embedder: Arc<dyn TextEmbedder>) -> Self {
+        self.embedder = Some(embedder);
+        self
     }
 
     pub fn store(&self) -> &Store {
@@ -87,6 +108,7 @@ pub fn router(state: VectorState) -> Router {
             get(list_snapshots).post(create_snapshot),
         )
         .route("/collections/{c}/snapshots/recover", put(recover_snapshot))
+        .route("/collections/{c}/retrieve", post(retrieve_passages))
         .with_state(state)
 }
 
@@ -132,6 +154,15 @@ async fn blocking(f: impl FnOnce() -> Result<Value, VectorError> + Send + 'stati
         .await
         .unwrap_or_else(|e| Err(VectorError::bad(format!("the request failed: {e}"))));
     Reply { started, result }
+}
+
+/// Runs an engine call on the blocking pool.
+async fn engine<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, VectorError> + Send + 'static,
+) -> Result<T, VectorError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(VectorError::bad(format!("the request failed: {e}"))))
 }
 
 fn parse<T: serde::de::DeserializeOwned>(
@@ -348,6 +379,79 @@ struct UpsertBody {
     batch: Option<Batch>,
 }
 
+/// A vector as given: numbers, or text to embed (Qdrant's inference
+/// object `{"text": "...", "model": "..."}`; the model defaults to the
+/// collection's `embed` service).
+enum VecIn {
+    Dense(Vec<f32>),
+    Text { text: String, model: Option<String> },
+}
+
+fn vec_in(v: &Value, what: &str) -> Result<VecIn, VectorError> {
+    if let Value::Object(o) = v
+        && o.contains_key("text")
+    {
+        let text = match o.get("text") {
+            Some(Value::String(t)) if !t.is_empty() => t.clone(),
+            _ => {
+                return Err(VectorError::bad(format!(
+                    "{what}.text must be a non-empty string"
+                )));
+            }
+        };
+        let model = match o.get("model") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(m)) => Some(m.clone()),
+            Some(other) => {
+                return Err(VectorError::bad(format!(
+                    "{what}.model must be a string, got {other}"
+                )));
+            }
+        };
+        return Ok(VecIn::Text { text, model });
+    }
+    dense(v, what).map(VecIn::Dense)
+}
+
+/// Embeds the texts among `inputs` (one call per model) and returns every
+/// vector in order.
+async fn resolve(
+    state: &VectorState,
+    c: &Collection,
+    inputs: Vec<VecIn>,
+) -> Result<Vec<Vec<f32>>, VectorError> {
+    let mut out: Vec<Option<Vec<f32>>> = Vec::with_capacity(inputs.len());
+    let mut by_model: BTreeMap<String, Vec<(usize, String)>> = BTreeMap::new();
+    for (i, v) in inputs.into_iter().enumerate() {
+        match v {
+            VecIn::Dense(d) => out.push(Some(d)),
+            VecIn::Text { text, model } => {
+                let model = model.or_else(|| c.config().embed.clone()).ok_or_else(|| {
+                    VectorError::bad(
+                        "text given but the collection has no `embed` service: create it with \"embed\": \"MODEL\" or pass \"model\"",
+                    )
+                })?;
+                by_model.entry(model).or_default().push((i, text));
+                out.push(None);
+            }
+        }
+    }
+    for (model, items) in by_model {
+        let embedder = state.embedder.as_ref().ok_or_else(|| {
+            VectorError::bad("this server does not embed text (no embedding models)")
+        })?;
+        let (slots, texts): (Vec<usize>, Vec<String>) = items.into_iter().unzip();
+        let vectors = embedder
+            .embed(&model, texts)
+            .await
+            .map_err(|e| VectorError::bad(format!("embedding with {model:?}: {e}")))?;
+        for (slot, v) in slots.into_iter().zip(vectors) {
+            out[slot] = Some(v);
+        }
+    }
+    Ok(out.into_iter().map(Option::unwrap_or_default).collect())
+}
+
 /// A point's vector: a list of numbers, or Qdrant's single unnamed vector
 /// in the named form `{"": [...]}`.
 fn dense(v: &Value, what: &str) -> Result<Vec<f32>, VectorError> {
@@ -383,21 +487,21 @@ async fn upsert(
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Reply {
-    blocking(move || {
+    let started = Instant::now();
+    let result = async {
         let c = collection(&state, &name)?;
         let req: UpsertBody = parse(body)?;
-        let points = match (req.points, req.batch) {
-            (Some(points), None) => points
-                .into_iter()
-                .enumerate()
-                .map(|(i, p)| {
-                    Ok(PointStruct {
-                        id: p.id,
-                        vector: dense(&p.vector, &format!("points[{i}].vector"))?,
-                        payload: p.payload.unwrap_or_default(),
-                    })
-                })
-                .collect::<Result<Vec<_>, VectorError>>()?,
+        let mut ids = Vec::new();
+        let mut vectors = Vec::new();
+        let mut payloads = Vec::new();
+        match (req.points, req.batch) {
+            (Some(points), None) => {
+                for (i, p) in points.into_iter().enumerate() {
+                    vectors.push(vec_in(&p.vector, &format!("points[{i}].vector"))?);
+                    ids.push(p.id);
+                    payloads.push(p.payload.unwrap_or_default());
+                }
+            }
             (None, Some(b)) => {
                 if b.vectors.len() != b.ids.len()
                     || b.payloads.as_ref().is_some_and(|p| p.len() != b.ids.len())
@@ -406,25 +510,36 @@ async fn upsert(
                         "batch: ids, vectors and payloads must have the same length",
                     ));
                 }
-                let mut payloads = b.payloads.unwrap_or_default().into_iter();
-                b.ids
+                for (i, v) in b.vectors.iter().enumerate() {
+                    vectors.push(vec_in(v, &format!("batch.vectors[{i}]"))?);
+                }
+                let n = b.ids.len();
+                ids = b.ids;
+                payloads = b
+                    .payloads
+                    .unwrap_or_default()
                     .into_iter()
-                    .zip(&b.vectors)
-                    .enumerate()
-                    .map(|(i, (id, v))| {
-                        Ok(PointStruct {
-                            id,
-                            vector: dense(v, &format!("batch.vectors[{i}]"))?,
-                            payload: payloads.next().flatten().unwrap_or_default(),
-                        })
-                    })
-                    .collect::<Result<Vec<_>, VectorError>>()?
+                    .map(Option::unwrap_or_default)
+                    .collect();
+                payloads.resize(n, Payload::new());
             }
             _ => return Err(VectorError::bad("give either `points` or `batch`")),
-        };
-        Ok(update_result(c.upsert(points)?))
-    })
-    .await
+        }
+        let vectors = resolve(&state, &c, vectors).await?;
+        let points: Vec<PointStruct> = ids
+            .into_iter()
+            .zip(vectors)
+            .zip(payloads)
+            .map(|((id, vector), payload)| PointStruct {
+                id,
+                vector,
+                payload,
+            })
+            .collect();
+        engine(move || Ok(update_result(c.upsert(points)?))).await
+    }
+    .await;
+    Reply { started, result }
 }
 
 /// `with_payload` / `with_vector`: a bool, or (for payload) a list of keys
@@ -577,21 +692,32 @@ fn ten() -> usize {
     10
 }
 
-fn run_search(c: &Collection, req: SearchBody) -> Result<Vec<Value>, VectorError> {
-    let vector = dense(&req.vector, "vector")?;
+/// Embeds the query if it is text, then searches on the blocking pool.
+async fn run_search(
+    state: &VectorState,
+    c: Arc<Collection>,
+    req: SearchBody,
+) -> Result<Vec<Value>, VectorError> {
+    let query = vec_in(&req.vector, "vector")?;
+    let vector = resolve(state, &c, vec![query]).await?.remove(0);
     let params = req.params.unwrap_or_default();
-    let hits = c.search(&SearchRequest {
-        vector,
-        limit: req.limit,
-        offset: req.offset,
-        filter: filter_of(req.filter)?,
-        ef: params.hnsw_ef,
-        exact: params.exact,
-        score_threshold: req.score_threshold,
-    })?;
+    let filter = filter_of(req.filter)?;
+    let (with_payload, with_vector) = (req.with_payload, req.with_vector);
+    let hits = engine(move || {
+        c.search(&SearchRequest {
+            vector,
+            limit: req.limit,
+            offset: req.offset,
+            filter,
+            ef: params.hnsw_ef,
+            exact: params.exact,
+            score_threshold: req.score_threshold,
+        })
+    })
+    .await?;
     Ok(hits
         .into_iter()
-        .map(|h| scored(h, &req.with_payload, req.with_vector))
+        .map(|h| scored(h, &with_payload, with_vector))
         .collect())
 }
 
@@ -600,11 +726,13 @@ async fn search(
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Reply {
-    blocking(move || {
+    let started = Instant::now();
+    let result = async {
         let c = collection(&state, &name)?;
-        Ok(json!(run_search(&c, parse(body)?)?))
-    })
-    .await
+        Ok(json!(run_search(&state, c, parse(body)?).await?))
+    }
+    .await;
+    Reply { started, result }
 }
 
 #[derive(Deserialize)]
@@ -617,17 +745,18 @@ async fn search_batch(
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Reply {
-    blocking(move || {
+    let started = Instant::now();
+    let result = async {
         let c = collection(&state, &name)?;
         let req: SearchBatchBody = parse(body)?;
-        let out = req
-            .searches
-            .into_iter()
-            .map(|s| run_search(&c, s))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut out = Vec::with_capacity(req.searches.len());
+        for s in req.searches {
+            out.push(run_search(&state, c.clone(), s).await?);
+        }
         Ok(json!(out))
-    })
-    .await
+    }
+    .await;
+    Reply { started, result }
 }
 
 #[derive(Deserialize)]
@@ -650,35 +779,42 @@ struct QueryBody {
     score_threshold: Option<f32>,
 }
 
-/// `POST .../points/query`: `query` is a vector, `{"nearest": vector}`, or
-/// a point id (search by that point's vector); absent, it lists points in
-/// id order like scroll.
+/// `POST .../points/query`: `query` is a vector, `{"nearest": vector}`,
+/// text to embed (`{"text": ...}`, also under `nearest`), or a point id
+/// (search by that point's vector); absent, it lists points in id order
+/// like scroll.
 async fn query(
     State(state): State<VectorState>,
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Reply {
-    blocking(move || {
+    let started = Instant::now();
+    let result = async {
         let c = collection(&state, &name)?;
         let req: QueryBody = parse(body)?;
         let vector = match req.query {
             None | Some(Value::Null) => {
                 let filter = filter_of(req.filter)?;
-                let (points, _) = c.scroll(filter.as_ref(), None, req.offset + req.limit);
-                let points: Vec<Value> = points
-                    .into_iter()
-                    .skip(req.offset)
-                    .map(|p| {
-                        let mut r = record(p, &req.with_payload, false, req.with_vector);
-                        r["version"] = json!(0);
-                        r["score"] = json!(1.0);
-                        r
-                    })
-                    .collect();
-                return Ok(json!({"points": points}));
+                let (limit, offset) = (req.limit, req.offset);
+                let (with_payload, with_vector) = (req.with_payload, req.with_vector);
+                return engine(move || {
+                    let (points, _) = c.scroll(filter.as_ref(), None, offset + limit);
+                    let points: Vec<Value> = points
+                        .into_iter()
+                        .skip(offset)
+                        .map(|p| {
+                            let mut r = record(p, &with_payload, false, with_vector);
+                            r["version"] = json!(0);
+                            r["score"] = json!(1.0);
+                            r
+                        })
+                        .collect();
+                    Ok(json!({"points": points}))
+                })
+                .await;
             }
             Some(Value::Object(o)) if o.contains_key("nearest") => o["nearest"].clone(),
-            Some(v @ Value::Array(_)) => v,
+            Some(v @ (Value::Array(_) | Value::Object(_))) => v,
             Some(id @ (Value::Number(_) | Value::String(_))) => {
                 let id: PointId = serde_json::from_value(id.clone())
                     .map_err(|_| VectorError::bad(format!("query: {id} is not a point id")))?;
@@ -689,12 +825,13 @@ async fn query(
             }
             Some(other) => {
                 return Err(VectorError::bad(format!(
-                    "query: expected a vector, {{\"nearest\": vector}} or a point id, got {other}"
+                    "query: expected a vector, {{\"nearest\": vector}}, {{\"text\": ...}} or a point id, got {other}"
                 )));
             }
         };
         let hits = run_search(
-            &c,
+            &state,
+            c,
             SearchBody {
                 vector,
                 filter: req.filter,
@@ -705,10 +842,84 @@ async fn query(
                 params: req.params,
                 score_threshold: req.score_threshold,
             },
-        )?;
+        )
+        .await?;
         Ok(json!({"points": hits}))
-    })
-    .await
+    }
+    .await;
+    Reply { started, result }
+}
+
+#[derive(Deserialize)]
+struct RetrieveTextBody {
+    query: String,
+    #[serde(default = "five")]
+    limit: usize,
+    #[serde(default)]
+    filter: Option<Value>,
+    #[serde(default)]
+    model: Option<String>,
+    /// The payload key that holds a point's passage.
+    #[serde(default = "text_key")]
+    text_key: String,
+}
+
+fn five() -> usize {
+    5
+}
+
+fn text_key() -> String {
+    "text".into()
+}
+
+/// `POST /collections/{c}/retrieve` (neocloud): the top-k passages for a
+/// text query, embedded with the collection's service: `{"query", "limit",
+/// "filter"?, "model"?, "text_key"?}` → `{"passages": [{"id", "score",
+/// "text", "payload"}]}`.
+async fn retrieve_passages(
+    State(state): State<VectorState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Reply {
+    let started = Instant::now();
+    let result = async {
+        let c = collection(&state, &name)?;
+        let req: RetrieveTextBody = parse(body)?;
+        if req.query.trim().is_empty() {
+            return Err(VectorError::bad("query must not be empty"));
+        }
+        let query = json!({"text": req.query, "model": req.model});
+        let hits = run_search(
+            &state,
+            c,
+            SearchBody {
+                vector: query,
+                filter: req.filter,
+                limit: req.limit,
+                offset: 0,
+                with_payload: WithPayload::Flag(true),
+                with_vector: false,
+                params: None,
+                score_threshold: None,
+            },
+        )
+        .await?;
+        let passages: Vec<Value> = hits
+            .into_iter()
+            .map(|mut h| {
+                let text = h["payload"]
+                    .get(&req.text_key)
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                h.as_object_mut().map(|o| o.remove("version"));
+                h["text"] = text;
+                h
+            })
+            .collect();
+        Ok(json!({"passages": passages}))
+    }
+    .await;
+    Reply { started, result }
 }
 
 #[derive(Deserialize)]

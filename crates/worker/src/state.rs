@@ -129,6 +129,24 @@ impl WorkerState {
         .with_param("model"))
     }
 
+    /// Embeds texts with the served embedding model `name` through the
+    /// same tokenizer and batching queue as `POST /v1/embeddings`. Texts
+    /// longer than the model's maximum are refused, not cut.
+    pub async fn embed_texts(
+        &self,
+        name: &str,
+        texts: Vec<String>,
+    ) -> Result<Vec<Vec<f32>>, ApiError> {
+        let model = self.model(name)?;
+        let ids = crate::openai::tokenize_all(
+            &model,
+            neocloud_api::openai::EmbeddingInput::Texts(texts),
+            false,
+        )
+        .await?;
+        model.batcher.embed(ids).await.map_err(ApiError::from)
+    }
+
     /// Whether `name` is a served generative model.
     pub fn is_llm(&self, name: &str) -> bool {
         #[cfg(feature = "llm")]
