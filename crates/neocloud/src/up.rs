@@ -144,9 +144,7 @@ impl neocloud_vectord::TextEmbedder for WorkerEmbedder {
         &'a self,
         model: &'a str,
         texts: Vec<String>,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Vec<Vec<f32>>, String>> + Send + 'a>,
-    > {
+    ) -> neocloud_vectord::EmbedFuture<'a> {
         Box::pin(async move {
             self.0
                 .embed_texts(model, texts)

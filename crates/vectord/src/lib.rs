@@ -35,14 +35,12 @@ pub const QDRANT_API_VERSION: &str = "1.15.0";
 /// Turns text into vectors with a served embedding model (in `up`, the
 /// worker's batching queue, the same path as `/v1/embeddings`).
 pub trait TextEmbedder: Send + Sync {
-    fn embed<'a>(
-        &'a self,
-        model: &'a str,
-        texts: Vec<String>,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Vec<Vec<f32>>, String>> + Send + 'a>,
-    >;
+    fn embed<'a>(&'a self, model: &'a str, texts: Vec<String>) -> EmbedFuture<'a>;
 }
+
+/// What [`TextEmbedder::embed`] returns: the vectors, or why not.
+pub type EmbedFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Vec<f32>>, String>> + Send + 'a>>;
 
 #[derive(Clone)]
 pub struct VectorState {
