@@ -451,8 +451,9 @@ impl Collection {
             None => {
                 let ef = req.ef.unwrap_or(self.config.hnsw.ef_construct).max(want);
                 let found = p.index.search(&p.vectors, &query, want, ef, &accept);
-                if found.len() < want && filter.is_some() {
-                    // Too few matches reachable in the graph: be exact.
+                if found.len() < want && (filter.is_some() || found.len() < p.by_id.len()) {
+                    // Too few matches reachable in the graph (a selective
+                    // filter, or a crowd of duplicate vectors): be exact.
                     exact_search(
                         &p.vectors,
                         distance,

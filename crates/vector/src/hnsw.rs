@@ -418,8 +418,7 @@ impl Hnsw {
 
     /// The neighbour-selection heuristic: walking candidates from the
     /// closest, keep one only if it is closer to the base than to every
-    /// neighbour kept so far; then fill up with the pruned ones, closest
-    /// first. `cands` is sorted by distance to the base.
+    /// neighbour kept so far. `cands` is sorted by distance to the base.
     ///
     /// Equal distances (duplicate vectors) are ordered first by `favour`
     /// (the node being linked in, so a full list of duplicates still takes
@@ -443,7 +442,6 @@ impl Hnsw {
         });
         let base_vec = vectors.get(base);
         let mut kept: Vec<u32> = Vec::with_capacity(cap);
-        let mut pruned: Vec<u32> = Vec::new();
         for c in &order {
             if kept.len() >= cap {
                 break;
@@ -460,12 +458,12 @@ impl Hnsw {
             });
             if diverse {
                 kept.push(c.id);
-            } else {
-                pruned.push(c.id);
             }
         }
-        let missing = cap - kept.len();
-        kept.extend(pruned.into_iter().take(missing));
+        // The pruned candidates are dropped, not used to fill the list up
+        // (as hnswlib and faiss do): full lists made every back-link re-run
+        // this heuristic over 2m + 1 candidates, and building took twice
+        // as long for the same queries/s at a given recall.
         kept
     }
 
@@ -865,14 +863,16 @@ mod tests {
         assert_sorted(&found);
         assert!(found.iter().all(|&(o, d)| o % 2 == 0 && d == 0.0));
         // A group of exact duplicates much larger than 2m cannot all stay
-        // linked; most must, and what comes back is still right.
+        // linked; most must (a new node takes m = 4 links here), and what
+        // comes back is still right. Collection::search falls back to
+        // exact search when the graph returns fewer than asked.
         let found = index.search(&store, &[1.0, 0.0, 0.0], 200, 200, &|_| true);
         eprintln!(
             "duplicates: {} of 200 reachable, {} at dist 0",
             found.len(),
             found.iter().filter(|f| f.1 == 0.0).count()
         );
-        assert!(found.len() >= 180, "{}", found.len());
+        assert!(found.len() >= 160, "{}", found.len());
         assert_sorted(&found);
         let zeros = found.iter().take_while(|f| f.1 == 0.0).count();
         assert!(found[..zeros].iter().all(|f| f.0 % 2 == 0));
