@@ -296,14 +296,7 @@ impl Collection {
     pub fn delete_by_filter(&self, filter: &Filter) -> Result<u64, VectorError> {
         // Resolve under the writer lock so no write slips in between.
         let order = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let ids: Vec<PointId> = {
-            let p = self.read();
-            p.by_id
-                .iter()
-                .filter(|(id, o)| filter.matches(id, &p.payloads[**o as usize]))
-                .map(|(id, _)| *id)
-                .collect()
-        };
+        let ids = self.ids_matching(filter);
         let body = serde_json::to_vec(&Op::Delete(ids.clone())).expect("an op serialises");
         let seq = self.wal.append(&body)?;
         self.write().apply(Op::Delete(ids), self.threads);
@@ -312,6 +305,16 @@ impl Collection {
         self.log_bytes
             .fetch_add(body.len() as u64, Ordering::Relaxed);
         Ok(seq)
+    }
+
+    /// The ids of the points that match `filter`, in id order.
+    pub fn ids_matching(&self, filter: &Filter) -> Vec<PointId> {
+        let p = self.read();
+        p.by_id
+            .iter()
+            .filter(|(id, o)| filter.matches(id, &p.payloads[**o as usize]))
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// Sets payload keys of points (replacing the whole payload when

@@ -156,9 +156,7 @@ impl IntoResponse for Reply {
 /// Runs `f` on the blocking pool and wraps its answer.
 async fn blocking(f: impl FnOnce() -> Result<Value, VectorError> + Send + 'static) -> Reply {
     let started = Instant::now();
-    let result = tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(VectorError::bad(format!("the request failed: {e}"))));
+    let result = engine(f).await;
     Reply { started, result }
 }
 

@@ -667,12 +667,7 @@ pub(crate) async fn set_payload(
         let req: SetPayloadBody = parse(body)?;
         let ids = match (req.points, filter_of(req.filter)?) {
             (Some(ids), None) => ids,
-            (None, Some(f)) => c
-                .scroll(Some(&f), None, usize::MAX)
-                .0
-                .into_iter()
-                .map(|p| p.id)
-                .collect(),
+            (None, Some(f)) => c.ids_matching(&f),
             _ => return Err(VectorError::bad("give either `points` or `filter`")),
         };
         Ok(update_result(c.set_payload(ids, req.payload, false)?))
