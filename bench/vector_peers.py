@@ -333,11 +333,16 @@ def main() -> None:
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     workers: dict[str, Worker] = {}
     for name in engines:
-        if name == "neocloud":
+        if name.startswith("neocloud"):
             if not args.neocloud_bin:
-                raise SystemExit("--neocloud-bin is required for the neocloud engine")
+                raise SystemExit("--neocloud-bin is required for the neocloud engines")
             cmd = [args.neocloud_bin, "--stdio", "--base", base_path, "--queries",
                    paths["queries"]]
+            if name == "neocloud-int8":
+                # int8 codes for the walk, k x 2 candidates rescored exactly
+                cmd += ["--quantize", "2"]
+            elif name != "neocloud":
+                raise SystemExit(f"unknown engine {name}")
         else:
             cmd = [sys.executable, __file__, "--worker", name, "--base", base_path,
                    "--query-file", paths["queries"]]

@@ -15,6 +15,11 @@
 //! the latency view) and `batch` (all queries, `--threads` threads taking
 //! them from a shared counter).
 //!
+//! With `--quantize OVERSAMPLING` the vectors are also int8-quantized
+//! (`QuantizedVectors`, part of the build time); searches walk the graph on
+//! the codes with a beam of `max(ef, k × OVERSAMPLING)` and rescore the
+//! whole beam with the original vectors, as a quantized collection does.
+//!
 //! With `--stdio` it is an engine that bench/vector_peers.py drives in
 //! turns with the peers: each stdin line is a JSON request, each stdout
 //! line its answer:
@@ -36,6 +41,7 @@ use std::time::Instant;
 use anyhow::{Context, bail, ensure};
 use clap::Parser;
 use neocloud_vector::hnsw::{Hnsw, HnswParams};
+use neocloud_vector::quantize::{QuantizedVectors, ScalarQuantization};
 use neocloud_vector::{Distance, VectorStore};
 use serde_json::{Value, json};
 
@@ -64,6 +70,9 @@ struct Args {
     /// Timed passes over the queries per (ef, mode); the median is reported.
     #[arg(long, default_value_t = 3)]
     repeats: usize,
+    /// Quantize to int8 and search with this oversampling, rescoring.
+    #[arg(long)]
+    quantize: Option<f32>,
     /// Serve build/search requests over stdin/stdout (see the module docs).
     #[arg(long)]
     stdio: bool,
@@ -241,7 +250,9 @@ struct Bench {
     /// Normalised queries, one after another.
     queries: Vec<f32>,
     n_queries: usize,
-    built: Option<(VectorStore, Hnsw)>,
+    /// Oversampling for int8-quantized search, when quantizing.
+    quantize: Option<f32>,
+    built: Option<(VectorStore, Hnsw, Option<QuantizedVectors>)>,
 }
 
 struct BuildStats {
@@ -257,7 +268,7 @@ struct SearchStats {
 }
 
 impl Bench {
-    fn load(base: &Path, queries: &Path) -> anyhow::Result<Bench> {
+    fn load(base: &Path, queries: &Path, quantize: Option<f32>) -> anyhow::Result<Bench> {
         let base = read_npy::<f32>(base)?;
         let q = read_npy::<f32>(queries)?;
         ensure!(
@@ -275,6 +286,7 @@ impl Bench {
             base,
             queries,
             n_queries: q.rows,
+            quantize,
             built: None,
         })
     }
@@ -297,10 +309,16 @@ impl Bench {
         let offsets: Vec<u32> = (0..self.base.rows as u32).collect();
         let mut index = Hnsw::new(Distance::Cosine, params);
         index.insert_batch(&store, &offsets, threads);
+        let codes = self.quantize.map(|_| {
+            let mut q =
+                QuantizedVectors::new(ScalarQuantization::default(), Distance::Cosine, self.dim);
+            q.sync(&store);
+            q
+        });
         let build_s = start.elapsed().as_secs_f64();
         drop(offsets);
         let (rss_after_kib, hwm_after_kib) = memory_kib();
-        self.built = Some((store, index));
+        self.built = Some((store, index, codes));
         BuildStats {
             build_s,
             rss_before_kib,
@@ -324,9 +342,25 @@ impl Bench {
         threads: usize,
         warmup: usize,
     ) -> SearchStats {
-        let (store, index) = self.built.as_ref().expect("build first");
+        let (store, index, codes) = self.built.as_ref().expect("build first");
         let one = |i: usize, out: &mut [u32]| {
-            let found = index.search(store, self.query(i), k, ef, &|_| true);
+            let query = self.query(i);
+            let found = match (codes, self.quantize) {
+                (Some(codes), Some(over)) => {
+                    // As Collection::search does for a quantized collection.
+                    let ef = ef.max(((k as f32 * over).ceil() as usize).max(k));
+                    let code = codes.query(query);
+                    let dist = |o: u32| codes.dist(&code, o);
+                    let mut found = index.search_by(&dist, ef, ef, &|_| true);
+                    for hit in found.iter_mut() {
+                        hit.1 = Distance::Cosine.dist(query, store.get(hit.0));
+                    }
+                    found.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+                    found.truncate(k);
+                    found
+                }
+                _ => index.search(store, query, k, ef, &|_| true),
+            };
             out.fill(u32::MAX);
             for (slot, (id, _)) in out.iter_mut().zip(found) {
                 *slot = id;
@@ -403,7 +437,7 @@ fn median(mut xs: Vec<f64>) -> f64 {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mut bench = Bench::load(&args.base, &args.queries)?;
+    let mut bench = Bench::load(&args.base, &args.queries, args.quantize)?;
     if args.stdio {
         return serve_stdio(&mut bench);
     }

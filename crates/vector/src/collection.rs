@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::filter::{Filter, PayloadIndex, PayloadSchemaType};
 use crate::hnsw::{Hnsw, HnswParams, exact_search};
+use crate::quantize::{QuantizationSearch, QuantizedVectors, ScalarQuantization};
 use crate::wal::Wal;
 use crate::{Distance, Payload, PointId, VectorError, VectorStore};
 
@@ -46,6 +47,9 @@ pub struct CollectionConfig {
     /// The embedding service that turns text into this collection's vectors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embed: Option<String>,
+    /// Int8 scalar quantization of the vectors the graph walk reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<ScalarQuantization>,
 }
 
 impl CollectionConfig {
@@ -67,6 +71,9 @@ impl CollectionConfig {
                 "hnsw_config.ef_construct must be between 4 and 4096, got {}",
                 self.hnsw.ef_construct
             )));
+        }
+        if let Some(q) = &self.quantization {
+            q.validate()?;
         }
         Ok(())
     }
@@ -123,6 +130,8 @@ pub struct SearchRequest {
     pub exact: bool,
     /// Drop hits worse than this score.
     pub score_threshold: Option<f32>,
+    /// How to use the collection's quantized vectors, if it has them.
+    pub quantization: QuantizationSearch,
 }
 
 struct Points {
@@ -134,6 +143,8 @@ struct Points {
     by_id: BTreeMap<PointId, u32>,
     index: Hnsw,
     payload_index: PayloadIndex,
+    /// The vectors' int8 codes, when the collection is quantized.
+    quantized: Option<QuantizedVectors>,
 }
 
 /// A durable, searchable set of points.
@@ -181,6 +192,9 @@ impl Collection {
             by_id: BTreeMap::new(),
             index: Hnsw::new(config.distance, config.hnsw),
             payload_index: PayloadIndex::default(),
+            quantized: config
+                .quantization
+                .map(|q| QuantizedVectors::new(q, config.distance, config.dim)),
         };
         let snapshot_path = dir.join("snapshot.bin");
         let mut last_seq = 0;
@@ -429,6 +443,7 @@ impl Collection {
                 req.vector[bad]
             )));
         }
+        req.quantization.validate()?;
         let mut query = req.vector.clone();
         let distance = self.config.distance;
         distance.prepare(&mut query);
@@ -453,7 +468,12 @@ impl Collection {
             ),
             None => {
                 let ef = req.ef.unwrap_or(self.config.hnsw.ef_construct).max(want);
-                let found = p.index.search(&p.vectors, &query, want, ef, &accept);
+                let found = match &p.quantized {
+                    Some(qv) if !req.quantization.ignore && qv.covers(p.vectors.len()) => {
+                        p.quantized_search(qv, &query, want, ef, &req.quantization, &accept)
+                    }
+                    _ => p.index.search(&p.vectors, &query, want, ef, &accept),
+                };
                 if found.len() < want && (filter.is_some() || found.len() < p.by_id.len()) {
                     // Too few matches reachable in the graph (a selective
                     // filter, or a crowd of duplicate vectors): be exact.
@@ -646,8 +666,43 @@ impl Points {
         Vec::new()
     }
 
+    /// The graph walk over int8 codes. With rescoring, every candidate the
+    /// walk kept (its `ef` beam, and at least `want × oversampling`) is
+    /// re-ranked with the original vectors: a true neighbour that the codes
+    /// placed just outside the top `want` still makes it. Without, the
+    /// codes' own top `want`.
+    fn quantized_search(
+        &self,
+        qv: &QuantizedVectors,
+        query: &[f32],
+        want: usize,
+        ef: usize,
+        knobs: &QuantizationSearch,
+        accept: &dyn Fn(u32) -> bool,
+    ) -> Vec<(u32, f32)> {
+        let over = knobs.oversampling.unwrap_or(1.0) as f64;
+        let fetch = ((want as f64 * over).ceil() as usize).max(want);
+        let code = qv.query(query);
+        let dist = |o: u32| qv.dist(&code, o);
+        let ef = ef.max(fetch);
+        let keep = if knobs.rescore { ef } else { want };
+        let mut found = self.index.search_by(&dist, keep, ef, accept);
+        if knobs.rescore {
+            let distance = self.index.distance();
+            for hit in found.iter_mut() {
+                hit.1 = distance.dist(query, self.vectors.get(hit.0));
+            }
+            found.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+        }
+        found.truncate(want);
+        found
+    }
+
     fn apply(&mut self, op: Op, threads: usize) {
         let added = self.apply_unindexed(op);
+        if let Some(qv) = &mut self.quantized {
+            qv.sync(&self.vectors);
+        }
         if added.len() > 64 && threads > 1 {
             self.index.insert_batch(&self.vectors, &added, threads);
         } else {
@@ -688,6 +743,9 @@ impl Points {
             v
         };
         self.index.insert_batch(&self.vectors, &live, threads);
+        if let Some(qv) = &mut self.quantized {
+            qv.sync(&self.vectors);
+        }
     }
 }
 
@@ -798,6 +856,7 @@ mod tests {
             distance,
             hnsw: HnswParams::default(),
             embed: None,
+            quantization: None,
         }
     }
 
@@ -879,6 +938,118 @@ mod tests {
             .unwrap();
         assert_eq!(page2.len(), 2);
         assert!(page2.iter().all(|h| h.score <= 1.0));
+    }
+
+    #[test]
+    fn quantized_search_rescores_with_the_originals() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(32, Distance::Cosine);
+        cfg.quantization = Some(ScalarQuantization::default());
+        let c = Collection::create(dir.path(), cfg).unwrap();
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut random = |n: usize| -> Vec<Vec<f32>> {
+            (0..n)
+                .map(|_| (0..32).map(|_| rng.random_range(-1.0f32..1.0)).collect())
+                .collect()
+        };
+        let data = random(3_000);
+        for (b, chunk) in data.chunks(500).enumerate() {
+            let pts = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, v)| point((b * 500 + i) as u64, v.clone(), json!({})))
+                .collect();
+            c.upsert(pts).unwrap();
+        }
+        let queries = random(40);
+        let search = |q: &Vec<f32>, knobs: QuantizationSearch, exact: bool| {
+            c.search(&SearchRequest {
+                vector: q.clone(),
+                limit: 10,
+                exact,
+                quantization: knobs,
+                ..Default::default()
+            })
+            .unwrap()
+        };
+        let rescored = QuantizationSearch {
+            oversampling: Some(2.0),
+            ..Default::default()
+        };
+        let raw = QuantizationSearch {
+            rescore: false,
+            ..Default::default()
+        };
+        let (mut hit, mut moved) = (0, 0);
+        for q in &queries {
+            let truth = search(q, QuantizationSearch::default(), true);
+            let found = search(q, rescored, false);
+            hit += found
+                .iter()
+                .filter(|h| truth.iter().any(|t| t.id == h.id))
+                .count();
+            // Rescored scores are the exact ones.
+            for h in &found {
+                let mut v = q.clone();
+                Distance::Cosine.prepare(&mut v);
+                let exact = Distance::Cosine.score(Distance::Cosine.dist(&v, &h.vector));
+                assert_eq!(h.score, exact);
+            }
+            // Without rescoring the scores come from the codes: close (the 0.99
+            // quantile clips the largest components), not equal.
+            for h in search(q, raw, false) {
+                let mut v = q.clone();
+                Distance::Cosine.prepare(&mut v);
+                let exact = Distance::Cosine.score(Distance::Cosine.dist(&v, &h.vector));
+                assert!((h.score - exact).abs() < 0.05, "{} vs {exact}", h.score);
+                moved += usize::from(h.score != exact);
+            }
+        }
+        let recall = hit as f64 / (10 * queries.len()) as f64;
+        assert!(recall >= 0.9, "recall {recall}");
+        assert!(moved > 0, "the walk never used the codes");
+        // The setting survives a reopen; `ignore` walks the originals.
+        drop(c);
+        let c = Collection::open(dir.path()).unwrap();
+        assert!(c.config().quantization.is_some());
+        let q = &queries[0];
+        let raw_hits = c
+            .search(&SearchRequest {
+                vector: q.clone(),
+                limit: 10,
+                quantization: raw,
+                ..Default::default()
+            })
+            .unwrap();
+        let ignored = c
+            .search(&SearchRequest {
+                vector: q.clone(),
+                limit: 10,
+                quantization: QuantizationSearch {
+                    ignore: true,
+                    rescore: false,
+                    oversampling: None,
+                },
+                ..Default::default()
+            })
+            .unwrap();
+        let mut v = q.clone();
+        Distance::Cosine.prepare(&mut v);
+        let exact = |h: &ScoredPoint| Distance::Cosine.score(Distance::Cosine.dist(&v, &h.vector));
+        assert!(ignored.iter().all(|h| h.score == exact(h)));
+        assert!(raw_hits.iter().any(|h| h.score != exact(h)));
+        let bad = c.search(&SearchRequest {
+            vector: q.clone(),
+            limit: 10,
+            quantization: QuantizationSearch {
+                oversampling: Some(0.1),
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        assert!(bad.unwrap_err().to_string().contains("oversampling"));
     }
 
     #[test]

@@ -174,6 +174,10 @@ impl Hnsw {
         }
     }
 
+    pub fn distance(&self) -> Distance {
+        self.distance
+    }
+
     pub fn params(&self) -> HnswParams {
         self.params
     }
@@ -268,6 +272,19 @@ impl Hnsw {
         ef: usize,
         accept: &dyn Fn(u32) -> bool,
     ) -> Vec<(u32, f32)> {
+        let dist = |id: u32| self.distance.dist(query, vectors.get(id));
+        self.search_by(&dist, k, ef, accept)
+    }
+
+    /// [`Hnsw::search`] with the query's distance to an offset given by
+    /// `dist`, e.g. an approximate one over quantized codes.
+    pub fn search_by(
+        &self,
+        dist: &impl Fn(u32) -> f32,
+        k: usize,
+        ef: usize,
+        accept: &dyn Fn(u32) -> bool,
+    ) -> Vec<(u32, f32)> {
         let Some((ep, top)) = self.entry else {
             return Vec::new();
         };
@@ -277,13 +294,13 @@ impl Hnsw {
         let ef = ef.max(k);
         let mut visited = self.take_visited();
         let mut eps = vec![Cand {
-            dist: self.distance.dist(query, vectors.get(ep)),
+            dist: dist(ep),
             id: ep,
         }];
         for layer in (1..=top as usize).rev() {
-            eps = self.search_layer(vectors, query, &eps, 1, layer, &mut visited, None);
+            eps = self.search_layer(dist, &eps, 1, layer, &mut visited, None);
         }
-        let found = self.search_layer(vectors, query, &eps, ef, 0, &mut visited, Some(accept));
+        let found = self.search_layer(dist, &eps, ef, 0, &mut visited, Some(accept));
         self.give_visited(visited);
         found.into_iter().take(k).map(|c| (c.id, c.dist)).collect()
     }
@@ -338,16 +355,17 @@ impl Hnsw {
         };
         let (ep, top) = current;
         let query = vectors.get(offset);
+        let dist = |id: u32| self.distance.dist(query, vectors.get(id));
         let mut eps = vec![Cand {
-            dist: self.distance.dist(query, vectors.get(ep)),
+            dist: dist(ep),
             id: ep,
         }];
         for layer in (level as usize + 1..=top as usize).rev() {
-            eps = self.search_layer(vectors, query, &eps, 1, layer, visited, None);
+            eps = self.search_layer(&dist, &eps, 1, layer, visited, None);
         }
         let ef = self.params.ef_construct.max(self.m0);
         for layer in (0..=level.min(top) as usize).rev() {
-            let found = self.search_layer(vectors, query, &eps, ef, layer, visited, None);
+            let found = self.search_layer(&dist, &eps, ef, layer, visited, None);
             let cap = self.cap(layer);
             let chosen = {
                 let _guard = self.lock(offset);
@@ -471,11 +489,9 @@ impl Hnsw {
 
     /// Beam search on one layer from `eps`; returns up to `ef` nodes (only
     /// accepted ones when `accept` is given), closest first.
-    #[allow(clippy::too_many_arguments)]
     fn search_layer(
         &self,
-        vectors: &VectorStore,
-        query: &[f32],
+        dist_to: &impl Fn(u32) -> f32,
         eps: &[Cand],
         ef: usize,
         layer: usize,
@@ -508,7 +524,7 @@ impl Hnsw {
                 if !visited.insert(id) {
                     continue;
                 }
-                let dist = self.distance.dist(query, vectors.get(id));
+                let dist = dist_to(id);
                 let full = best.len() >= ef;
                 if !full || best.peek().is_some_and(|w| dist < w.dist) {
                     let cand = Cand { dist, id };

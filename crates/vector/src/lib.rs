@@ -11,6 +11,7 @@ pub mod distance;
 pub mod filter;
 pub mod hnsw;
 mod point;
+pub mod quantize;
 mod store;
 mod vectors;
 pub mod wal;
@@ -37,6 +38,14 @@ pub enum VectorError {
         path: std::path::PathBuf,
         #[source]
         err: std::io::Error,
+    },
+    /// A service the store relies on (a served model that embeds or
+    /// generates) cannot answer now: 429 when it says when to retry, else
+    /// 503. The engine itself never raises it.
+    #[error("{message}")]
+    Unavailable {
+        message: String,
+        retry_after_s: Option<u64>,
     },
     /// On-disk data that cannot be read back.
     #[error("corrupt data in {path}: {reason}")]

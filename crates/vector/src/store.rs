@@ -148,6 +148,7 @@ mod tests {
             distance: Distance::Dot,
             hnsw: Default::default(),
             embed: None,
+            quantization: None,
         };
         {
             let s = Store::open(dir.path()).unwrap();

@@ -61,6 +61,7 @@ fn crash_child() {
                 distance: Distance::Cosine,
                 hnsw: Default::default(),
                 embed: None,
+                quantization: None,
             },
         )
         .unwrap()

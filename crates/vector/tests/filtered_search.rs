@@ -59,6 +59,7 @@ fn data() -> &'static Data {
             distance: Distance::Cosine,
             hnsw: Default::default(),
             embed: None,
+            quantization: None,
         };
         let plain = Collection::create(&dir.path().join("plain"), config.clone()).unwrap();
         let indexed = Collection::create(&dir.path().join("indexed"), config).unwrap();

@@ -54,6 +54,48 @@ pub(crate) struct CreateCollection {
     /// into vectors.
     #[serde(default)]
     embed: Option<String>,
+    #[serde(default)]
+    quantization_config: Option<Value>,
+}
+
+/// Qdrant's `quantization_config`: `{"scalar": {"type": "int8",
+/// "quantile"?, "always_ram"?}}` is supported; product and binary
+/// quantization are refused by name.
+fn quantization_of(v: Option<Value>) -> Result<Option<ScalarQuantization>, VectorError> {
+    let v = match v {
+        None | Some(Value::Null) => return Ok(None),
+        Some(v) => v,
+    };
+    let Some(o) = v.as_object() else {
+        return Err(VectorError::bad(format!(
+            "quantization_config: expected an object like {{\"scalar\": {{\"type\": \"int8\"}}}}, got {v}"
+        )));
+    };
+    if let Some(kind) = ["product", "binary"].iter().find(|k| o.contains_key(**k)) {
+        return Err(VectorError::bad(format!(
+            "quantization_config.{kind}: only scalar int8 quantization is supported"
+        )));
+    }
+    let Some(scalar) = o.get("scalar") else {
+        return Err(VectorError::bad(
+            "quantization_config: expected a \"scalar\" entry",
+        ));
+    };
+    match scalar.get("type").and_then(Value::as_str) {
+        Some("int8") => {}
+        other => {
+            return Err(VectorError::bad(format!(
+                "quantization_config.scalar.type: only \"int8\" is supported, got {}",
+                other.map_or("nothing".to_string(), |t| format!("{t:?}"))
+            )));
+        }
+    }
+    let mut scalar = scalar.clone();
+    scalar.as_object_mut().map(|m| m.remove("type"));
+    let q: ScalarQuantization = serde_json::from_value(scalar)
+        .map_err(|e| VectorError::bad(format!("quantization_config.scalar: {e}")))?;
+    q.validate()?;
+    Ok(Some(q))
 }
 
 pub(crate) async fn create_collection(
@@ -73,6 +115,7 @@ pub(crate) async fn create_collection(
                 ));
             }
         };
+        let quantization = quantization_of(req.quantization_config)?;
         let defaults = HnswParams::default();
         let hnsw = req.hnsw_config.unwrap_or_default();
         state.store.create(
@@ -85,6 +128,7 @@ pub(crate) async fn create_collection(
                     ef_construct: hnsw.ef_construct.unwrap_or(defaults.ef_construct),
                 },
                 embed: req.embed,
+                quantization,
             },
         )?;
         Ok(json!(true))
@@ -166,6 +210,9 @@ pub(crate) async fn get_collection(
                     "flush_interval_sec": 0,
                 },
                 "wal_config": {"wal_capacity_mb": 64, "wal_segments_ahead": 0},
+                "quantization_config": config.quantization.map(|q| json!({
+                    "scalar": {"type": "int8", "quantile": q.quantile, "always_ram": q.always_ram}
+                })),
             },
             "payload_schema": schema,
         }))
