@@ -166,6 +166,16 @@ def test_payload_index_delete_and_snapshot_restore(qc, books, server):
      "distance"),
     ("put", "/collections/books", {"vectors": {"size": 4, "distance": "Dot"}}, 400,
      "already exists"),
+    ("put", "/collections/bad", {"vectors": {"size": 4, "distance": "Dot"},
+                                 "quantization_config": {"product": {"compression": "x4"}}},
+     400, "quantization_config.product"),
+    ("put", "/collections/bad", {"vectors": {"size": 4, "distance": "Dot"},
+                                 "quantization_config": {"scalar": {"type": "int8",
+                                                                    "quantile": 2}}},
+     400, "quantile"),
+    ("post", "/collections/books/points/search",
+     {"vector": [0] * DIM, "params": {"quantization": {"oversampling": 0.5}}}, 400,
+     "oversampling"),
 ])
 def test_bad_input_gets_a_4xx_naming_the_problem(url, books, method, path, body, status,
                                                   needle):
@@ -259,3 +269,92 @@ def test_text_in_vectors_out(url):
     r = requests.put(url + "/collections/docs/points", timeout=30, json={
         "points": [{"id": 1, "vector": {"text": "x", "model": "nope"}}]})
     assert r.status_code == 400 and "nope" in r.json()["status"]["error"]
+
+
+def test_int8_quantization_with_rescoring(qc):
+    """A quantized collection walks its graph on int8 codes; rescoring puts
+    the exact scores back, and `rescore=False` shows the codes' own."""
+    name, dim = "quantized", 32
+    if qc.collection_exists(name):
+        qc.delete_collection(name)
+    qc.create_collection(
+        name, vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE),
+        quantization_config=models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
+            type=models.ScalarType.INT8, quantile=0.99, always_ram=True)))
+    info = qc.get_collection(name)
+    assert info.config.quantization_config.scalar.type == models.ScalarType.INT8
+    assert info.config.quantization_config.scalar.quantile == pytest.approx(0.99)
+    rng = random.Random(21)
+    data = [[rng.uniform(-1, 1) for _ in range(dim)] for _ in range(3000)]
+    for start in range(0, len(data), 500):
+        qc.upsert(name, points=models.Batch(ids=list(range(start, start + 500)),
+                                            vectors=data[start:start + 500]))
+    rescored = models.SearchParams(quantization=models.QuantizationSearchParams(
+        rescore=True, oversampling=2.0))
+    raw = models.SearchParams(quantization=models.QuantizationSearchParams(rescore=False))
+    found, moved = 0, 0
+    for _ in range(20):
+        q = [rng.uniform(-1, 1) for _ in range(dim)]
+        truth = sorted(range(len(data)), key=lambda i: -_cos(data[i], q))[:10]
+        hits = qc.query_points(name, query=q, limit=10, search_params=rescored).points
+        found += len({h.id for h in hits} & set(truth))
+        for h in hits:
+            assert h.score == pytest.approx(_cos(data[h.id], q), abs=1e-5)
+        for h in qc.query_points(name, query=q, limit=10, search_params=raw).points:
+            assert h.score == pytest.approx(_cos(data[h.id], q), abs=0.05)
+            moved += abs(h.score - _cos(data[h.id], q)) > 1e-5
+    assert found / 200 >= 0.9, found
+    assert moved > 0, "rescore=False still gave exact scores: the codes were not used"
+    qc.delete_collection(name)
+
+
+FACTS = [
+    "The office cat at the Lisbon branch is named Biscuit.",
+    "The quarterly planning meeting takes place in room 4B.",
+    "Our backup generator runs on diesel and was installed in 2019.",
+    "The cafeteria serves soup every Thursday.",
+]
+
+
+def test_retrieval_augmented_generation(url):
+    """`/retrieve` with `generate`: the served chat model answers from the
+    retrieved passages, so it knows a fact only the collection holds."""
+    r = requests.put(url + "/collections/facts", timeout=30, json={
+        "vectors": {"size": u.DIM, "distance": "Cosine"}, "embed": u.MODEL})
+    assert r.status_code == 200, r.text
+    r = requests.put(url + "/collections/facts/points", timeout=30, json={
+        "points": [{"id": i, "vector": {"text": t}, "payload": {"text": t}}
+                   for i, t in enumerate(FACTS)]})
+    assert r.status_code == 200, r.text
+    question = "What is the name of the office cat?"
+    r = requests.post(url + "/collections/facts/retrieve", timeout=120, json={
+        "query": question, "limit": 2,
+        "generate": {"model": u.LLM, "max_tokens": 48, "temperature": 0}})
+    assert r.status_code == 200, r.text
+    res = r.json()["result"]
+    assert res["passages"][0]["id"] == 0
+    answer = res["answer"]
+    assert answer["model"] == u.LLM
+    assert "Biscuit" in answer["text"], answer
+    assert answer["finish_reason"] in ("stop", "length")
+    # The prompt carried the passages: far more tokens than the question.
+    assert answer["usage"]["prompt_tokens"] > 60, answer["usage"]
+    # Without retrieval the model cannot know the name.
+    bare = requests.post(url + "/v1/chat/completions", timeout=120, json={
+        "model": u.LLM, "max_tokens": 48, "temperature": 0,
+        "messages": [{"role": "user", "content": question}]}).json()
+    assert "Biscuit" not in bare["choices"][0]["message"]["content"]
+    # Bad generation requests are refused before any work, naming the field.
+    for gen, needle in [({"max_tokens": 5}, "generate.model"),
+                        ({"model": "nope"}, "nope"),
+                        ({"model": u.LLM, "stream": True}, "generate.stream"),
+                        ({"model": u.LLM, "temperature": -1}, "temperature"),
+                        ("gpt", "generate")]:
+        r = requests.post(url + "/collections/facts/retrieve", timeout=60,
+                          json={"query": question, "generate": gen})
+        assert r.status_code == 400, (gen, r.text)
+        assert needle in r.json()["status"]["error"], (gen, r.text)
+    # An embedding model is not a chat model.
+    r = requests.post(url + "/collections/facts/retrieve", timeout=60,
+                      json={"query": question, "generate": {"model": u.MODEL}})
+    assert r.status_code == 400 and u.MODEL in r.json()["status"]["error"], r.text

@@ -73,6 +73,8 @@ async fn serve(
     let collections = vectors.store().names().len();
     let state = WorkerState::new(Metrics::new(), args.max_body_bytes);
     let vectors = vectors.with_embedder(Arc::new(WorkerEmbedder(state.clone())));
+    #[cfg(feature = "llm")]
+    let vectors = vectors.with_generator(Arc::new(WorkerGenerator(state.clone())));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let vector_routes = neocloud_vectord::router(vectors.clone());
     let server = tokio::spawn(neocloud_worker::serve(
@@ -144,13 +146,23 @@ impl neocloud_vectord::TextEmbedder for WorkerEmbedder {
         &'a self,
         model: &'a str,
         texts: Vec<String>,
-    ) -> neocloud_vectord::EmbedFuture<'a> {
-        Box::pin(async move {
-            self.0
-                .embed_texts(model, texts)
-                .await
-                .map_err(|e| e.message)
-        })
+    ) -> neocloud_vectord::ModelFuture<'a, Vec<Vec<f32>>> {
+        Box::pin(self.0.embed_texts(model, texts))
+    }
+}
+
+/// Retrieval answers with this process's served chat models, on the same
+/// engine queues as `/v1/chat/completions`.
+#[cfg(feature = "llm")]
+struct WorkerGenerator(WorkerState);
+
+#[cfg(feature = "llm")]
+impl neocloud_vectord::TextGenerator for WorkerGenerator {
+    fn chat<'a>(
+        &'a self,
+        request: serde_json::Value,
+    ) -> neocloud_vectord::ModelFuture<'a, serde_json::Value> {
+        Box::pin(async move { neocloud_worker::chat_completion(&self.0, &request).await })
     }
 }
 

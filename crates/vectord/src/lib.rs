@@ -20,8 +20,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+use neocloud_api::{ApiError, ErrorKind};
 use neocloud_vector::filter::{Filter, PayloadSchemaType};
 use neocloud_vector::hnsw::HnswParams;
+use neocloud_vector::quantize::{QuantizationSearch, ScalarQuantization};
 use neocloud_vector::{
     Collection, CollectionConfig, Distance, Payload, PointId, PointStruct, ScoredPoint,
     SearchRequest, Store, VectorError,
@@ -35,18 +37,47 @@ pub const QDRANT_API_VERSION: &str = "1.15.0";
 /// Turns text into vectors with a served embedding model (in `up`, the
 /// worker's batching queue, the same path as `/v1/embeddings`).
 pub trait TextEmbedder: Send + Sync {
-    fn embed<'a>(&'a self, model: &'a str, texts: Vec<String>) -> EmbedFuture<'a>;
+    fn embed<'a>(&'a self, model: &'a str, texts: Vec<String>) -> ModelFuture<'a, Vec<Vec<f32>>>;
 }
 
-/// What [`TextEmbedder::embed`] returns: the vectors, or why not.
-pub type EmbedFuture<'a> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Vec<f32>>, String>> + Send + 'a>>;
+/// Answers an OpenAI chat request (non-streaming) with a served generative
+/// model: the `chat.completion` object, or the model's error. Used to
+/// generate on top of retrieval.
+pub trait TextGenerator: Send + Sync {
+    fn chat<'a>(&'a self, request: Value) -> ModelFuture<'a, Value>;
+}
+
+/// What a served model's answer is awaited as.
+pub type ModelFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, ApiError>> + Send + 'a>>;
+
+/// A served model's error as the store reports it: a bad request or an
+/// unknown model is a 400 (the collection exists; the request names a
+/// model it cannot use), overload stays a 429 with its Retry-After,
+/// anything else is a 503. Messages are prefixed with `what`.
+fn model_error(what: &str, e: ApiError) -> VectorError {
+    let message = format!("{what}: {}", e.message);
+    match e.kind {
+        ErrorKind::BadRequest | ErrorKind::PayloadTooLarge | ErrorKind::NotFound => {
+            VectorError::BadRequest(message)
+        }
+        ErrorKind::Overloaded { retry_after } => VectorError::Unavailable {
+            message,
+            retry_after_s: Some(retry_after.as_secs_f64().ceil().max(1.0) as u64),
+        },
+        ErrorKind::Unavailable | ErrorKind::Internal => VectorError::Unavailable {
+            message,
+            retry_after_s: None,
+        },
+    }
+}
 
 #[derive(Clone)]
 pub struct VectorState {
     store: Arc<Store>,
     snapshots: PathBuf,
     embedder: Option<Arc<dyn TextEmbedder>>,
+    generator: Option<Arc<dyn TextGenerator>>,
 }
 
 impl VectorState {
@@ -62,12 +93,19 @@ impl VectorState {
             store: Arc::new(store),
             snapshots,
             embedder: None,
+            generator: None,
         })
     }
 
     /// Lets collections embed text with served models.
     pub fn with_embedder(mut self, embedder: Arc<dyn TextEmbedder>) -> Self {
         self.embedder = Some(embedder);
+        self
+    }
+
+    /// Lets retrieval generate answers with served chat models.
+    pub fn with_generator(mut self, generator: Arc<dyn TextGenerator>) -> Self {
+        self.generator = Some(generator);
         self
     }
 
@@ -133,9 +171,18 @@ impl IntoResponse for Reply {
                 axum::Json(json!({"result": result, "status": "ok", "time": time})).into_response()
             }
             Err(e) => {
+                let mut retry = None;
                 let status = match &e {
                     VectorError::BadRequest(_) => StatusCode::BAD_REQUEST,
                     VectorError::NotFound(_) => StatusCode::NOT_FOUND,
+                    VectorError::Unavailable {
+                        retry_after_s: Some(s),
+                        ..
+                    } => {
+                        retry = Some(*s);
+                        StatusCode::TOO_MANY_REQUESTS
+                    }
+                    VectorError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
                     VectorError::Io { .. } | VectorError::Corrupt { .. } => {
                         StatusCode::INTERNAL_SERVER_ERROR
                     }
@@ -143,11 +190,16 @@ impl IntoResponse for Reply {
                 if status.is_server_error() {
                     tracing::error!(error = %e, "vector store");
                 }
-                (
+                let mut resp = (
                     status,
                     axum::Json(json!({"status": {"error": e.to_string()}, "time": time})),
                 )
-                    .into_response()
+                    .into_response();
+                if let Some(s) = retry {
+                    resp.headers_mut()
+                        .insert(axum::http::header::RETRY_AFTER, s.into());
+                }
+                resp
             }
         }
     }

@@ -91,7 +91,7 @@ pub(crate) async fn resolve(
         let vectors = embedder
             .embed(&model, texts)
             .await
-            .map_err(|e| VectorError::bad(format!("embedding with {model:?}: {e}")))?;
+            .map_err(|e| model_error(&format!("embedding with {model:?}"), e))?;
         for (slot, v) in slots.into_iter().zip(vectors) {
             out[slot] = Some(v);
         }
@@ -314,6 +314,8 @@ pub(crate) struct SearchParams {
     hnsw_ef: Option<usize>,
     #[serde(default)]
     exact: bool,
+    #[serde(default)]
+    quantization: Option<QuantizationSearch>,
 }
 
 #[derive(Deserialize)]
@@ -359,6 +361,7 @@ pub(crate) async fn run_search(
             ef: params.hnsw_ef,
             exact: params.exact,
             score_threshold: req.score_threshold,
+            quantization: params.quantization.unwrap_or_default(),
         })
     })
     .await?;
@@ -509,6 +512,68 @@ pub(crate) struct RetrieveTextBody {
     /// The payload key that holds a point's passage.
     #[serde(default = "text_key")]
     text_key: String,
+    /// Answer the query from the passages with a served chat model.
+    #[serde(default)]
+    generate: Option<Value>,
+}
+
+/// The instruction a grounded answer starts from, unless `generate.system`
+/// replaces it.
+const RAG_SYSTEM: &str = "Answer the question using only the numbered passages you are given. \
+Cite the passages you use by their number, like [1]. If the passages do not contain the answer, \
+say that you do not know.";
+
+/// The chat request that answers `query` from `passages`: the caller's
+/// `generate` object (model and sampling knobs, as in
+/// `/v1/chat/completions`) with the messages filled in.
+fn rag_request(generate: Value, query: &str, passages: &[Value]) -> Result<Value, VectorError> {
+    let Value::Object(mut body) = generate else {
+        return Err(VectorError::bad(format!(
+            "generate: expected an object like {{\"model\": \"...\"}}, got {generate}"
+        )));
+    };
+    if !body.get("model").is_some_and(Value::is_string) {
+        return Err(VectorError::bad("generate.model: name a served chat model"));
+    }
+    for taken in ["messages", "stream", "n"] {
+        if body.contains_key(taken) {
+            return Err(VectorError::bad(format!(
+                "generate.{taken}: not allowed here (the store writes the messages and answers whole)"
+            )));
+        }
+    }
+    let system = match body.remove("system") {
+        None => RAG_SYSTEM.to_string(),
+        Some(Value::String(s)) => s,
+        Some(other) => {
+            return Err(VectorError::bad(format!(
+                "generate.system: expected a string, got {other}"
+            )));
+        }
+    };
+    let mut context = String::new();
+    for (i, p) in passages.iter().enumerate() {
+        let text = match &p["text"] {
+            Value::String(t) => t.clone(),
+            Value::Null => continue,
+            other => other.to_string(),
+        };
+        context.push_str(&format!("[{}] {}\n", i + 1, text.trim()));
+    }
+    if context.is_empty() {
+        context.push_str("(no passages found)\n");
+    }
+    // The passages go with the instruction and the question stands alone
+    // as the user's turn: small models then answer the question instead of
+    // echoing the passage nearest the end of the prompt.
+    body.insert(
+        "messages".into(),
+        json!([
+            {"role": "system", "content": format!("{system}\n\nPassages:\n{context}")},
+            {"role": "user", "content": query},
+        ]),
+    );
+    Ok(Value::Object(body))
 }
 
 pub(crate) fn five() -> usize {
@@ -522,7 +587,9 @@ pub(crate) fn text_key() -> String {
 /// `POST /collections/{c}/retrieve` (neocloud): the top-k passages for a
 /// text query, embedded with the collection's service: `{"query", "limit",
 /// "filter"?, "model"?, "text_key"?}` → `{"passages": [{"id", "score",
-/// "text", "payload"}]}`.
+/// "text", "payload"}]}`. With `"generate": {"model", ...chat knobs}` a
+/// served chat model also answers the query from the numbered passages:
+/// `"answer": {"model", "text", "finish_reason", "usage"}`.
 pub(crate) async fn retrieve_passages(
     State(state): State<VectorState>,
     Path(name): Path<String>,
@@ -535,6 +602,19 @@ pub(crate) async fn retrieve_passages(
         if req.query.trim().is_empty() {
             return Err(VectorError::bad("query must not be empty"));
         }
+        // Check the generation request before any work is done for it.
+        let generate = match req.generate {
+            None | Some(Value::Null) => None,
+            Some(g) => {
+                rag_request(g.clone(), &req.query, &[])?;
+                if state.generator.is_none() {
+                    return Err(VectorError::bad(
+                        "generate: this server serves no chat models",
+                    ));
+                }
+                Some(g)
+            }
+        };
         let query = json!({"text": req.query, "model": req.model});
         let hits = run_search(
             &state,
@@ -563,7 +643,25 @@ pub(crate) async fn retrieve_passages(
                 h
             })
             .collect();
-        Ok(json!({"passages": passages}))
+        let Some(generate) = generate else {
+            return Ok(json!({"passages": passages}));
+        };
+        let request = rag_request(generate, &req.query, &passages)?;
+        let generator = state.generator.as_ref().expect("checked above");
+        let done = generator
+            .chat(request)
+            .await
+            .map_err(|e| model_error("generate", e))?;
+        let choice = &done["choices"][0];
+        Ok(json!({
+            "passages": passages,
+            "answer": {
+                "model": done["model"],
+                "text": choice["message"]["content"],
+                "finish_reason": choice["finish_reason"],
+                "usage": done["usage"],
+            },
+        }))
     }
     .await;
     Reply { started, result }

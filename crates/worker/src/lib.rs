@@ -17,7 +17,7 @@ mod openai;
 mod state;
 
 #[cfg(feature = "llm")]
-pub use llm::ServedLlm;
+pub use llm::{ServedLlm, chat_completion};
 pub use metrics::Metrics;
 pub use state::{ServedModel, WorkerState};
 

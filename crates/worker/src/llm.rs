@@ -186,18 +186,7 @@ async fn handle(state: WorkerState, body: Result<Bytes, BytesRejection>, kind: K
         Ok(ok) => ok,
         Err(e) => return OpenAiError(e).into_response(),
     };
-    let id = format!(
-        "{}-{:x}",
-        if kind == Kind::Chat {
-            "chatcmpl"
-        } else {
-            "cmpl"
-        },
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    );
+    let id = request_id(kind);
     let clock = RequestClock::new(&state, &model.name);
     let mut resp = if req.params.stream {
         stream_response(
@@ -256,13 +245,12 @@ fn usage(prompt: usize, completion: usize) -> Value {
     json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
 }
 
-async fn whole_response(
-    kind: Kind,
-    id: String,
-    model: String,
-    mut rx: UnboundedReceiver<GenEvent>,
-    mut clock: RequestClock,
-) -> Response {
+/// Reads a request's events to the end: (text, finish, prompt tokens,
+/// completion tokens).
+async fn collect(
+    rx: &mut UnboundedReceiver<GenEvent>,
+    clock: &mut RequestClock,
+) -> Result<(String, FinishReason, usize, usize), ApiError> {
     let mut text = String::new();
     while let Some(ev) = rx.recv().await {
         match ev {
@@ -270,43 +258,109 @@ async fn whole_response(
                 clock.on_text();
                 text.push_str(&t);
             }
-            GenEvent::Error(e) => return OpenAiError(ApiError::internal(e)).into_response(),
+            GenEvent::Error(e) => return Err(ApiError::internal(e)),
             GenEvent::Done {
                 finish,
                 prompt_tokens,
                 completion_tokens,
             } => {
                 clock.on_done(finish, prompt_tokens, completion_tokens);
-                let choice = match kind {
-                    Kind::Chat => json!({
-                        "index": 0,
-                        "message": {"role": "assistant", "content": text},
-                        "logprobs": null,
-                        "finish_reason": finish.as_str(),
-                    }),
-                    Kind::Text => json!({
-                        "index": 0,
-                        "text": text,
-                        "logprobs": null,
-                        "finish_reason": finish.as_str(),
-                    }),
-                };
-                return axum::Json(json!({
-                    "id": id,
-                    "object": if kind == Kind::Chat { "chat.completion" } else { "text_completion" },
-                    "created": unix_now(),
-                    "model": model,
-                    "choices": [choice],
-                    "usage": usage(prompt_tokens, completion_tokens),
-                }))
-                .into_response();
+                return Ok((text, finish, prompt_tokens, completion_tokens));
             }
         }
     }
-    OpenAiError(ApiError::internal(
+    Err(ApiError::internal(
         "the engine ended the request without an answer",
     ))
+}
+
+fn request_id(kind: Kind) -> String {
+    format!(
+        "{}-{:x}",
+        if kind == Kind::Chat {
+            "chatcmpl"
+        } else {
+            "cmpl"
+        },
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    )
+}
+
+async fn whole_response(
+    kind: Kind,
+    id: String,
+    model: String,
+    mut rx: UnboundedReceiver<GenEvent>,
+    mut clock: RequestClock,
+) -> Response {
+    let (text, finish, prompt_tokens, completion_tokens) = match collect(&mut rx, &mut clock).await
+    {
+        Ok(done) => done,
+        Err(e) => return OpenAiError(e).into_response(),
+    };
+    let choice = match kind {
+        Kind::Chat => json!({
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "logprobs": null,
+            "finish_reason": finish.as_str(),
+        }),
+        Kind::Text => json!({
+            "index": 0,
+            "text": text,
+            "logprobs": null,
+            "finish_reason": finish.as_str(),
+        }),
+    };
+    axum::Json(json!({
+        "id": id,
+        "object": if kind == Kind::Chat { "chat.completion" } else { "text_completion" },
+        "created": unix_now(),
+        "model": model,
+        "choices": [choice],
+        "usage": usage(prompt_tokens, completion_tokens),
+    }))
     .into_response()
+}
+
+/// A whole (non-streaming) chat completion for a caller in this process,
+/// e.g. retrieval-augmented generation in the vector store: `body` is an
+/// OpenAI chat request, validated as `/v1/chat/completions` validates it,
+/// and the answer is the `chat.completion` object. It runs on the same
+/// engine queue and counts in the same metrics as an HTTP request.
+pub async fn chat_completion(state: &WorkerState, body: &Value) -> Result<Value, ApiError> {
+    let bytes = serde_json::to_vec(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let req = CompletionRequest::parse_chat(&bytes)?;
+    if req.params.stream {
+        return Err(ApiError::bad_request("'stream' is not supported here").with_param("stream"));
+    }
+    let model = state.llm(&req.model)?;
+    let ids = prompt_ids(&model.engine, &req.prompt)?;
+    let mut rx = model
+        .engine
+        .submit(GenerateRequest {
+            prompt: ids,
+            params: sampling(&req.params),
+        })
+        .map_err(ApiError::from)?;
+    let mut clock = RequestClock::new(state, &model.name);
+    let (text, finish, prompt_tokens, completion_tokens) = collect(&mut rx, &mut clock).await?;
+    Ok(json!({
+        "id": request_id(Kind::Chat),
+        "object": "chat.completion",
+        "created": unix_now(),
+        "model": model.name,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "logprobs": null,
+            "finish_reason": finish.as_str(),
+        }],
+        "usage": usage(prompt_tokens, completion_tokens),
+    }))
 }
 
 /// Per-request timing for the vLLM histograms and counters.
