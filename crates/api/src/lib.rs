@@ -14,6 +14,8 @@ pub mod resource;
 
 pub use error::{ApiError, ErrorKind};
 pub use resource::{
-    API_VERSION, BatchingConfig, Document, GenerationConfig, ModelFormat, ModelResource, ModelSpec,
-    ModelTask, ObjectMeta, RuntimeKind, ServiceResource, ServiceSpec,
+    API_VERSION, AutoscalingConfig, BatchingConfig, CollectionHnsw, CollectionQuantization,
+    CollectionResource, CollectionSpec, Document, GenerationConfig, ModelFormat, ModelResource,
+    ModelSpec, ModelTask, ObjectMeta, ReplicaBounds, ResourceRequests, RuntimeKind,
+    ServiceResource, ServiceSpec, TrafficTarget,
 };

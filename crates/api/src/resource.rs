@@ -21,6 +21,20 @@ pub struct ObjectMeta {
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// Set by the control plane on every write. Given on apply, the write
+    /// succeeds only if the stored object still has it (optimistic
+    /// concurrency); absent, the write is unconditional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_version: Option<String>,
+    /// Set by the control plane: bumped whenever the spec changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
+    /// Set by the control plane when the object is created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// Set by the control plane when the object is created (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation_timestamp: Option<String>,
 }
 
 /// A resource of kind `K` with spec `S`.
@@ -37,6 +51,7 @@ pub struct Resource<S> {
 
 pub type ModelResource = Resource<ModelSpec>;
 pub type ServiceResource = Resource<ServiceSpec>;
+pub type CollectionResource = Resource<CollectionSpec>;
 
 /// What the model computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -102,6 +117,308 @@ pub struct ServiceSpec {
     /// Knobs of the generation engine (generation models only).
     #[serde(default)]
     pub generation: GenerationConfig,
+    /// Versions of the service and their shares of requests. Empty means
+    /// all traffic to `model`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub traffic: Vec<TrafficTarget>,
+    /// Bounds on the number of worker processes (replicas).
+    #[serde(default)]
+    pub replicas: ReplicaBounds,
+    /// How the replica count follows load.
+    #[serde(default)]
+    pub autoscaling: AutoscalingConfig,
+    /// What one replica needs from the machine.
+    #[serde(default)]
+    pub resources: ResourceRequests,
+}
+
+impl ServiceSpec {
+    /// The versions and weights requests are split by: `traffic`, or all
+    /// of it to `model`.
+    pub fn versions(&self) -> Vec<TrafficTarget> {
+        if self.traffic.is_empty() {
+            vec![TrafficTarget {
+                model: self.model.clone(),
+                weight: 100,
+            }]
+        } else {
+            self.traffic.clone()
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ApiError> {
+        validate_name(&self.model)
+            .map_err(|e| ApiError::bad_request(format!("spec.model: {}", e.message)))?;
+        self.batching.validate()?;
+        self.generation.validate()?;
+        for (i, t) in self.traffic.iter().enumerate() {
+            validate_name(&t.model).map_err(|e| {
+                ApiError::bad_request(format!("spec.traffic[{i}].model: {}", e.message))
+            })?;
+        }
+        if !self.traffic.is_empty() && self.traffic.iter().all(|t| t.weight == 0) {
+            return Err(ApiError::bad_request(
+                "spec.traffic: at least one weight must be > 0",
+            ));
+        }
+        self.replicas.validate()?;
+        self.autoscaling.validate()?;
+        self.resources.validate()
+    }
+}
+
+/// One version of a service and its share of requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TrafficTarget {
+    /// The `Model` this version serves.
+    pub model: String,
+    /// Relative weight (shares are weight / sum of weights).
+    pub weight: u32,
+}
+
+/// `spec.replicas`: the autoscaler stays within [min, max]; min 0 allows
+/// scale to zero.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ReplicaBounds {
+    pub min: u32,
+    pub max: u32,
+}
+
+impl Default for ReplicaBounds {
+    fn default() -> Self {
+        ReplicaBounds { min: 1, max: 1 }
+    }
+}
+
+impl ReplicaBounds {
+    /// Most replicas one service may ask for on one machine.
+    pub const LIMIT: u32 = 64;
+
+    pub fn validate(&self) -> Result<(), ApiError> {
+        if self.max == 0 || self.max > Self::LIMIT {
+            return Err(ApiError::bad_request(format!(
+                "spec.replicas.max must be between 1 and {}, got {}",
+                Self::LIMIT,
+                self.max
+            )));
+        }
+        if self.min > self.max {
+            return Err(ApiError::bad_request(format!(
+                "spec.replicas.min ({}) must be <= spec.replicas.max ({})",
+                self.min, self.max
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// `spec.autoscaling`: Knative-style reactive scaling on concurrency.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct AutoscalingConfig {
+    /// In-flight requests one replica should carry.
+    pub target_concurrency: f64,
+    /// Averaging window for normal (stable) decisions and for scaling down.
+    #[serde(with = "humantime_serde")]
+    pub stable_window: Duration,
+    /// Short window that reacts to bursts.
+    #[serde(with = "humantime_serde")]
+    pub panic_window: Duration,
+    /// Enter panic mode when the panic window asks for this many times the
+    /// current replicas.
+    pub panic_threshold: f64,
+    /// With `replicas.min: 0`, how long without requests before the last
+    /// replica goes.
+    #[serde(with = "humantime_serde")]
+    pub scale_to_zero_after: Duration,
+}
+
+impl Default for AutoscalingConfig {
+    fn default() -> Self {
+        AutoscalingConfig {
+            target_concurrency: 4.0,
+            stable_window: Duration::from_secs(60),
+            panic_window: Duration::from_secs(6),
+            panic_threshold: 2.0,
+            scale_to_zero_after: Duration::from_secs(30),
+        }
+    }
+}
+
+impl AutoscalingConfig {
+    pub fn validate(&self) -> Result<(), ApiError> {
+        let bad = |m: String| Err(ApiError::bad_request(format!("spec.autoscaling.{m}")));
+        if !(self.target_concurrency.is_finite() && self.target_concurrency > 0.0) {
+            return bad(format!(
+                "targetConcurrency must be > 0, got {}",
+                self.target_concurrency
+            ));
+        }
+        if self.stable_window < Duration::from_secs(1) {
+            return bad("stableWindow must be at least 1s".into());
+        }
+        if self.panic_window.is_zero() || self.panic_window > self.stable_window {
+            return bad("panicWindow must be > 0 and <= stableWindow".into());
+        }
+        if !(self.panic_threshold.is_finite() && self.panic_threshold >= 1.0) {
+            return bad(format!(
+                "panicThreshold must be >= 1, got {}",
+                self.panic_threshold
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `spec.resources`: what one replica reserves on the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ResourceRequests {
+    /// CPU cores (fractions allowed, e.g. 0.5), also the replica's thread count
+    /// (rounded up).
+    pub cpu: f64,
+    /// Memory, e.g. `512Mi`, `2Gi` or plain bytes.
+    #[serde(with = "quantity")]
+    pub memory: u64,
+    /// Whole GPUs.
+    pub gpu: u32,
+}
+
+impl Default for ResourceRequests {
+    fn default() -> Self {
+        ResourceRequests {
+            cpu: 1.0,
+            memory: 1 << 30,
+            gpu: 0,
+        }
+    }
+}
+
+impl ResourceRequests {
+    pub fn validate(&self) -> Result<(), ApiError> {
+        if !(self.cpu.is_finite() && self.cpu > 0.0 && self.cpu <= 1024.0) {
+            return Err(ApiError::bad_request(format!(
+                "spec.resources.cpu must be between 0 and 1024 cores, got {}",
+                self.cpu
+            )));
+        }
+        if self.gpu > 64 {
+            return Err(ApiError::bad_request(format!(
+                "spec.resources.gpu must be at most 64, got {}",
+                self.gpu
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Kubernetes-style memory quantities: `512Mi`, `2Gi`, `1G`, `1500M`,
+/// `1024Ki` or plain bytes (a number or a string of digits).
+pub mod quantity {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn parse(text: &str) -> Result<u64, String> {
+        let t = text.trim();
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: f64 = num
+            .parse()
+            .map_err(|_| format!("{text:?} is not a quantity like 512Mi or 2Gi"))?;
+        let mult: u64 = match unit {
+            "" => 1,
+            "Ki" => 1 << 10,
+            "Mi" => 1 << 20,
+            "Gi" => 1 << 30,
+            "Ti" => 1 << 40,
+            "k" | "K" => 1_000,
+            "M" => 1_000_000,
+            "G" => 1_000_000_000,
+            "T" => 1_000_000_000_000,
+            other => {
+                return Err(format!(
+                    "unknown unit {other:?} in {text:?} (use Ki, Mi, Gi, Ti, k, M, G or T)"
+                ));
+            }
+        };
+        let bytes = n * mult as f64;
+        if !bytes.is_finite() || bytes > u64::MAX as f64 {
+            return Err(format!("{text:?} is too large"));
+        }
+        Ok(bytes.round() as u64)
+    }
+
+    /// Writes the shortest exact binary form (`2Gi`, `1536Mi`, or bytes).
+    pub fn format(bytes: u64) -> String {
+        for (unit, size) in [
+            ("Ti", 1u64 << 40),
+            ("Gi", 1 << 30),
+            ("Mi", 1 << 20),
+            ("Ki", 1 << 10),
+        ] {
+            if bytes >= size && bytes % size == 0 {
+                return format!("{}{unit}", bytes / size);
+            }
+        }
+        bytes.to_string()
+    }
+
+    pub fn serialize<S: Serializer>(bytes: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format(*bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Q {
+            Bytes(u64),
+            Text(String),
+        }
+        match Q::deserialize(d)? {
+            Q::Bytes(b) => Ok(b),
+            Q::Text(t) => parse(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// `Collection.spec`: a vector collection in the built-in store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CollectionSpec {
+    /// Vector dimension.
+    pub size: usize,
+    /// `Cosine`, `Dot` or `Euclid`, as in Qdrant.
+    pub distance: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hnsw: Option<CollectionHnsw>,
+    /// The embedding service that turns text into this collection's vectors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embed: Option<String>,
+    /// Int8 scalar quantization, with the share of values its range covers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<CollectionQuantization>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CollectionHnsw {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub m: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ef_construct: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CollectionQuantization {
+    /// `int8` is the only type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantile: Option<f32>,
 }
 
 /// Knobs of the continuous-batching generation engine.
@@ -213,11 +530,64 @@ impl BatchingConfig {
     }
 }
 
+impl CollectionSpec {
+    pub fn validate(&self) -> Result<(), ApiError> {
+        let bad = |m: String| Err(ApiError::bad_request(format!("spec.{m}")));
+        if self.size == 0 || self.size > 65_536 {
+            return bad(format!(
+                "size must be between 1 and 65536, got {}",
+                self.size
+            ));
+        }
+        if !["Cosine", "Dot", "Euclid"].contains(&self.distance.as_str()) {
+            return bad(format!(
+                "distance: {:?} is not one of Cosine, Dot, Euclid",
+                self.distance
+            ));
+        }
+        if let Some(h) = &self.hnsw {
+            if let Some(m) = h.m
+                && !(2..=256).contains(&m)
+            {
+                return bad(format!("hnsw.m must be between 2 and 256, got {m}"));
+            }
+            if let Some(ef) = h.ef_construct
+                && !(4..=4096).contains(&ef)
+            {
+                return bad(format!(
+                    "hnsw.efConstruct must be between 4 and 4096, got {ef}"
+                ));
+            }
+        }
+        if let Some(e) = &self.embed {
+            validate_name(e)
+                .map_err(|e| ApiError::bad_request(format!("spec.embed: {}", e.message)))?;
+        }
+        if let Some(q) = &self.quantization {
+            if q.kind != "int8" {
+                return bad(format!(
+                    "quantization.type: only \"int8\" is supported, got {:?}",
+                    q.kind
+                ));
+            }
+            if let Some(x) = q.quantile
+                && !(0.5..=1.0).contains(&x)
+            {
+                return bad(format!(
+                    "quantization.quantile must be between 0.5 and 1, got {x}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One document of a config file: any known kind.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Document {
     Model(ModelResource),
     Service(ServiceResource),
+    Collection(CollectionResource),
 }
 
 impl Document {
@@ -258,9 +628,10 @@ impl Document {
         let doc = match kind {
             "Model" => Document::Model(typed("Model", value)?),
             "Service" => Document::Service(typed("Service", value)?),
+            "Collection" => Document::Collection(typed("Collection", value)?),
             other => {
                 return Err(ApiError::bad_request(format!(
-                    "kind: unknown kind {other:?}, expected Model or Service"
+                    "kind: unknown kind {other:?}, expected Model, Service or Collection"
                 )));
             }
         };
@@ -269,10 +640,7 @@ impl Document {
     }
 
     fn validate(&self) -> Result<(), ApiError> {
-        let meta = match self {
-            Document::Model(m) => &m.metadata,
-            Document::Service(s) => &s.metadata,
-        };
+        let meta = self.metadata();
         validate_name(&meta.name)?;
         match self {
             Document::Model(m) => {
@@ -288,12 +656,24 @@ impl Document {
                 }
                 Ok(())
             }
-            Document::Service(s) => {
-                validate_name(&s.spec.model)
-                    .map_err(|e| ApiError::bad_request(format!("spec.model: {}", e.message)))?;
-                s.spec.batching.validate()?;
-                s.spec.generation.validate()
-            }
+            Document::Service(s) => s.spec.validate(),
+            Document::Collection(c) => c.spec.validate(),
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Document::Model(_) => "Model",
+            Document::Service(_) => "Service",
+            Document::Collection(_) => "Collection",
+        }
+    }
+
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Document::Model(m) => &m.metadata,
+            Document::Service(s) => &s.metadata,
+            Document::Collection(c) => &c.metadata,
         }
     }
 }
@@ -419,6 +799,38 @@ spec:
                 "apiVersion: neocloud.dev/v1\nkind: Service\nmetadata: {name: a}\nspec: {model: m, generation: {prefixCaching: maybe}}",
                 "prefixCaching",
             ),
+            (
+                "apiVersion: neocloud.dev/v1\nkind: Service\nmetadata: {name: a}\nspec: {model: m, replicas: {min: 3, max: 2}}",
+                "spec.replicas.min",
+            ),
+            (
+                "apiVersion: neocloud.dev/v1\nkind: Service\nmetadata: {name: a}\nspec: {model: m, autoscaling: {targetConcurrency: 0}}",
+                "spec.autoscaling.targetConcurrency",
+            ),
+            (
+                "apiVersion: neocloud.dev/v1\nkind: Service\nmetadata: {name: a}\nspec: {model: m, autoscaling: {panicWindow: 2m}}",
+                "spec.autoscaling.panicWindow",
+            ),
+            (
+                "apiVersion: neocloud.dev/v1\nkind: Service\nmetadata: {name: a}\nspec: {model: m, resources: {memory: 2Zi}}",
+                "spec.resources.memory",
+            ),
+            (
+                "apiVersion: neocloud.dev/v1\nkind: Service\nmetadata: {name: a}\nspec: {model: m, traffic: [{model: m, weight: 0}]}",
+                "spec.traffic",
+            ),
+            (
+                "apiVersion: neocloud.dev/v1\nkind: Collection\nmetadata: {name: c}\nspec: {size: 4, distance: Hamming}",
+                "spec.distance",
+            ),
+            (
+                "apiVersion: neocloud.dev/v1\nkind: Collection\nmetadata: {name: c}\nspec: {distance: Dot}",
+                "size",
+            ),
+            (
+                "apiVersion: neocloud.dev/v1\nkind: Widget\nmetadata: {name: c}\nspec: {}",
+                "kind",
+            ),
         ];
         for (yaml, field) in cases {
             let err = Document::parse_yaml_stream(yaml).unwrap_err();
@@ -428,5 +840,25 @@ spec:
                 err.message
             );
         }
+    }
+
+    #[test]
+    fn services_carry_scaling_and_resources() {
+        let yaml = "apiVersion: neocloud.dev/v1\nkind: Service\nmetadata: {name: a, resourceVersion: \"7\"}\nspec:\n  model: m\n  replicas: {min: 0, max: 4}\n  autoscaling: {targetConcurrency: 2, stableWindow: 30s, panicWindow: 3s, scaleToZeroAfter: 10s}\n  resources: {cpu: 0.5, memory: 512Mi, gpu: 1}\n  traffic: [{model: m, weight: 90}, {model: m2, weight: 10}]\n";
+        let Document::Service(s) = Document::parse_yaml_stream(yaml).unwrap().remove(0) else {
+            panic!("a service");
+        };
+        assert_eq!(s.metadata.resource_version.as_deref(), Some("7"));
+        assert_eq!(s.spec.replicas, ReplicaBounds { min: 0, max: 4 });
+        assert_eq!(s.spec.autoscaling.stable_window, Duration::from_secs(30));
+        assert_eq!(s.spec.resources.memory, 512 << 20);
+        assert_eq!(s.spec.versions().len(), 2);
+        // Quantities round-trip in their shortest exact form.
+        assert_eq!(quantity::parse("2Gi"), Ok(2 << 30));
+        assert_eq!(quantity::parse("1.5G"), Ok(1_500_000_000));
+        assert_eq!(quantity::format(1536 << 20), "1536Mi");
+        assert!(quantity::parse("lots").is_err());
+        let back = serde_json::to_value(&s.spec.resources).unwrap();
+        assert_eq!(back["memory"], "512Mi");
     }
 }

@@ -77,6 +77,8 @@ pub fn resolve(text: &str) -> anyhow::Result<Vec<ServiceSpec>> {
                 }
             }
             Document::Service(s) => services.push(s),
+            // Collections are the control plane's to create (see `apply`).
+            Document::Collection(_) => {}
         }
     }
     let mut out = Vec::new();
