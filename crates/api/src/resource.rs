@@ -359,7 +359,7 @@ pub mod quantity {
             ("Mi", 1 << 20),
             ("Ki", 1 << 10),
         ] {
-            if bytes >= size && bytes % size == 0 {
+            if bytes >= size && bytes.is_multiple_of(size) {
                 return format!("{}{unit}", bytes / size);
             }
         }
@@ -858,7 +858,7 @@ spec:
         assert_eq!(quantity::parse("1.5G"), Ok(1_500_000_000));
         assert_eq!(quantity::format(1536 << 20), "1536Mi");
         assert!(quantity::parse("lots").is_err());
-        let back = serde_json::to_value(&s.spec.resources).unwrap();
+        let back = serde_json::to_value(s.spec.resources).unwrap();
         assert_eq!(back["memory"], "512Mi");
     }
 }
