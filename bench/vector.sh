@@ -28,6 +28,8 @@
 #   BATCH=1000             points per upload request (the body limit is 2 MiB)
 #   BASE_LIMIT=0           N > 0: index only the first N rows (smoke runs)
 #   PHASES="offline http"  which phases to run
+#   ENGINES=neocloud,hnswlib,faiss   offline engines; add neocloud-int8 for the
+#                          int8-quantized walk with rescoring
 #   PORT=18951 OUT=bench/out CARGO_TARGET_DIR=~/.cache/neocloud-build/target
 #   NEOCLOUD_VECTOR_BENCH_VENV=~/.cache/neocloud-build/venv-vector
 #
@@ -79,7 +81,7 @@ if has offline; then
     "$py" bench/vector_peers.py --data-dir "$OUT" --neocloud-bin "$bin/vector-offline" \
         --threads "$THREADS" --m "$M" --ef-construct "$EF_CONSTRUCT" --efs "$EFS" \
         --repeats "$REPEATS" --build-repeats "$BUILD_REPEATS" --base-limit "$BASE_LIMIT" \
-        --out "$OUT/vector-offline.json"
+        --engines "${ENGINES:-neocloud,hnswlib,faiss}" --out "$OUT/vector-offline.json"
 fi
 
 if has http; then

@@ -57,7 +57,7 @@ def main() -> None:
     w = lines.append
     if off:
         engines = list(off["engines"])
-        peers = [e for e in engines if e != "neocloud"]
+        peers = [e for e in engines if not e.startswith("neocloud")]
         v = off["versions"]
         w(f"## Vector search: GloVe-6B-50d, {off['n_base']:,} vectors × {off['dim']}, "
           f"{off['n_queries']:,} held-out queries, cosine, top-{off['k']}")
