@@ -17,5 +17,5 @@ pub use resource::{
     API_VERSION, AutoscalingConfig, BatchingConfig, CollectionHnsw, CollectionQuantization,
     CollectionResource, CollectionSpec, Document, GenerationConfig, ModelFormat, ModelResource,
     ModelSpec, ModelTask, ObjectMeta, ReplicaBounds, ResourceRequests, RuntimeKind,
-    ServiceResource, ServiceSpec, TrafficTarget,
+    ServiceResource, ServiceSpec, TrafficTarget, WorkerSpec,
 };

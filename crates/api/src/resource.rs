@@ -582,6 +582,27 @@ impl CollectionSpec {
     }
 }
 
+/// What the orchestrator hands one worker process (`neocloud worker
+/// --spec FILE`): the model to load, the name to serve it under (the
+/// service's, which clients send), and its engine knobs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkerSpec {
+    /// The name requests use (`"model"` in OpenAI bodies).
+    pub service: String,
+    pub model: ModelResource,
+    #[serde(default)]
+    pub batching: BatchingConfig,
+    #[serde(default)]
+    pub generation: GenerationConfig,
+    /// Inference threads (default: the replica's CPU request, rounded up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
+    /// Largest request body in bytes (default: the worker's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<usize>,
+}
+
 /// One document of a config file: any known kind.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Document {

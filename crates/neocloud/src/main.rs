@@ -4,6 +4,7 @@
 mod chat;
 mod config;
 mod up;
+mod worker;
 
 /// Inference allocates and frees large tensors on every layer; mimalloc
 /// reuses them where the system allocator maps and faults in fresh pages
@@ -62,6 +63,9 @@ enum Command {
     Up(up::UpArgs),
     /// Chat with a served model in the terminal, answers streamed.
     Chat(chat::ChatArgs),
+    /// Serve one model replica (the process the orchestrator starts per
+    /// replica).
+    Worker(worker::WorkerArgs),
     /// Fetch and inspect models in the cache.
     Models {
         #[command(subcommand)]
@@ -109,6 +113,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Up(args) => up::run(args),
         Command::Chat(args) => chat::run(args),
+        Command::Worker(args) => worker::run(args),
         Command::Models { command } => models(command),
     };
     match result {

@@ -168,7 +168,7 @@ impl neocloud_vectord::TextGenerator for WorkerGenerator {
 
 /// Fetches, loads and starts serving one service; returns the line `up`
 /// prints for it.
-async fn load_service(
+pub(crate) async fn load_service(
     spec: ServiceSpec,
     cache: neocloud_registry::Cache,
     state: &WorkerState,
@@ -291,7 +291,7 @@ fn find_gguf(path: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
