@@ -9,6 +9,7 @@
 //! registry's job, wired by the binary) and knows nothing of other workers.
 
 mod error;
+pub mod federate;
 mod kserve;
 #[cfg(feature = "llm")]
 mod llm;
