@@ -106,6 +106,36 @@ pub struct ModelSpec {
     pub chat_template: Option<String>,
 }
 
+impl ModelSpec {
+    /// Refuses a task, runtime and format that no engine serves together.
+    pub fn validate_engine(&self) -> Result<(), ApiError> {
+        let bad = |m: &str| Err(ApiError::bad_request(m.to_string()));
+        match self.task {
+            ModelTask::Embedding => {
+                if self.runtime.is_some_and(|r| r != RuntimeKind::CandleBert) {
+                    return bad("spec.runtime: embeddings run on candle-bert");
+                }
+                if self.format.is_some_and(|f| f != ModelFormat::Safetensors) {
+                    return bad("spec.format: candle-bert loads safetensors");
+                }
+                if self.chat_template.is_some() {
+                    return bad("spec.chatTemplate: only generation models chat");
+                }
+            }
+            ModelTask::Generation => {
+                if self.runtime.is_some_and(|r| r != RuntimeKind::LlamaCpp) {
+                    return bad("spec.runtime: generation runs on llama-cpp");
+                }
+                if self.format.is_some_and(|f| f != ModelFormat::Gguf) {
+                    return bad("spec.format: llama-cpp loads gguf");
+                }
+            }
+            ModelTask::Rerank => return bad("spec.task: rerank is not served yet"),
+        }
+        Ok(())
+    }
+}
+
 /// `Service.spec`: a model served under the service's name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -675,7 +705,7 @@ impl Document {
                         "spec.sha256: must be 64 hexadecimal digits",
                     ));
                 }
-                Ok(())
+                m.spec.validate_engine()
             }
             Document::Service(s) => s.spec.validate(),
             Document::Collection(c) => c.spec.validate(),

@@ -5,9 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use neocloud_api::{
-    BatchingConfig, Document, GenerationConfig, ModelFormat, ModelResource, ModelTask, RuntimeKind,
-};
+use neocloud_api::{BatchingConfig, Document, GenerationConfig, ModelResource};
 
 /// What `up` serves when no config is given (plus [`DEFAULT_LLM_CONFIG`]
 /// when built with the `llm` feature).
@@ -46,7 +44,45 @@ pub struct ServiceSpec {
 }
 
 pub fn load(path: Option<&Path>) -> anyhow::Result<Vec<ServiceSpec>> {
-    let (text, origin) = match path {
+    let (text, origin) = read(path)?;
+    resolve(&text).with_context(|| format!("config from {origin}"))
+}
+
+/// The config as resources for the control plane: its Models, Services and
+/// Collections, and a Service (named after its model) for each Model that
+/// no Service names. Checked as [`resolve`] checks it.
+pub fn documents(path: Option<&Path>) -> anyhow::Result<Vec<serde_json::Value>> {
+    let (text, origin) = read(path)?;
+    let services = resolve(&text).with_context(|| format!("config from {origin}"))?;
+    let docs = Document::parse_yaml_stream(&text)?;
+    let mut out = Vec::new();
+    let mut named = std::collections::BTreeSet::new();
+    for doc in &docs {
+        let value = match doc {
+            Document::Model(m) => serde_json::to_value(m)?,
+            Document::Service(s) => {
+                named.insert(s.metadata.name.clone());
+                serde_json::to_value(s)?
+            }
+            Document::Collection(c) => serde_json::to_value(c)?,
+        };
+        out.push(value);
+    }
+    for s in services {
+        if !named.contains(&s.name) {
+            out.push(serde_json::json!({
+                "apiVersion": neocloud_api::API_VERSION,
+                "kind": "Service",
+                "metadata": {"name": s.name},
+                "spec": {"model": s.model.metadata.name},
+            }));
+        }
+    }
+    Ok(out)
+}
+
+fn read(path: Option<&Path>) -> anyhow::Result<(String, String)> {
+    Ok(match path {
         Some(p) => (
             std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
             p.display().to_string(),
@@ -59,8 +95,7 @@ pub fn load(path: Option<&Path>) -> anyhow::Result<Vec<ServiceSpec>> {
             }
             (text, "built-in defaults".to_string())
         }
-    };
-    resolve(&text).with_context(|| format!("config from {origin}"))
+    })
 }
 
 /// Pairs services with their models; a model no service names is served
@@ -109,33 +144,6 @@ pub fn resolve(text: &str) -> anyhow::Result<Vec<ServiceSpec>> {
                 batching: BatchingConfig::default(),
                 generation: GenerationConfig::default(),
             });
-        }
-    }
-    for s in &out {
-        let (name, spec) = (&s.model.metadata.name, &s.model.spec);
-        match spec.task {
-            ModelTask::Embedding => {
-                if spec.runtime.is_some_and(|r| r != RuntimeKind::CandleBert) {
-                    bail!("Model {name:?}: spec.runtime: embeddings run on candle-bert");
-                }
-                if spec.format.is_some_and(|f| f != ModelFormat::Safetensors) {
-                    bail!("Model {name:?}: spec.format: candle-bert loads safetensors");
-                }
-                if spec.chat_template.is_some() {
-                    bail!("Model {name:?}: spec.chatTemplate: only generation models chat");
-                }
-            }
-            ModelTask::Generation => {
-                if spec.runtime.is_some_and(|r| r != RuntimeKind::LlamaCpp) {
-                    bail!("Model {name:?}: spec.runtime: generation runs on llama-cpp");
-                }
-                if spec.format.is_some_and(|f| f != ModelFormat::Gguf) {
-                    bail!("Model {name:?}: spec.format: llama-cpp loads gguf");
-                }
-            }
-            ModelTask::Rerank => {
-                bail!("Model {name:?}: spec.task: rerank is not served yet");
-            }
         }
     }
     if out.is_empty() {

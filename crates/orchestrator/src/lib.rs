@@ -37,5 +37,5 @@ pub use local::{
     Event, EventKind, LocalOrchestrator, OrchestratorConfig, ReplicaSetSpec, ReplicaState,
     ReplicaStatus, SetStatus,
 };
-pub use probe::http_status;
+pub use probe::{http_get, http_status};
 pub use resources::{Capacity, detect_gpus};
