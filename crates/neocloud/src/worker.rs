@@ -10,10 +10,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
-use neocloud_api::WorkerSpec;
-use neocloud_worker::{Metrics, WorkerState};
+use neocloud_api::{ModelTask, WorkerSpec};
+use neocloud_registry::Source;
+use neocloud_runtime::{EmbedderOptions, SentenceEmbedder, TokenBudgetBatcher};
+use neocloud_worker::{Metrics, ServedModel, WorkerState};
 
 use crate::CacheArgs;
 use crate::config::ServiceSpec;
@@ -83,7 +86,7 @@ async fn serve(
         batching: spec.batching,
         generation: spec.generation,
     };
-    let loading = crate::up::load_service(service, cache, &state, threads);
+    let loading = load_service(service, cache, &state, threads);
     let line = tokio::select! {
         loaded = loading => match loaded {
             Ok(line) => line,
@@ -113,3 +116,128 @@ fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()>
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
 }
+
+/// Fetches, loads and starts serving one service; returns the line `up`
+/// prints for it.
+async fn load_service(
+    spec: ServiceSpec,
+    cache: neocloud_registry::Cache,
+    state: &WorkerState,
+    threads: Option<usize>,
+) -> anyhow::Result<String> {
+    let model_spec = spec.model.spec.clone();
+    let source = Source::parse(&model_spec.source).context("spec.source")?;
+    let name = spec.name.clone();
+    let fetched = {
+        let (source, digest, name) = (source.clone(), model_spec.sha256.clone(), name.clone());
+        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let fetched = cache.fetch(&source, digest.as_deref())?;
+            tracing::info!(service = %name, source = %source, path = %fetched.path.display(), "loading");
+            Ok(fetched)
+        })
+        .await??
+    };
+    if model_spec.task == ModelTask::Generation {
+        return load_llm(spec, fetched.path, state, threads).await;
+    }
+    let _ = threads;
+    let embedder = tokio::task::spawn_blocking(move || -> anyhow::Result<SentenceEmbedder> {
+        let options = EmbedderOptions {
+            max_input_tokens: model_spec.max_input_tokens,
+        };
+        Ok(SentenceEmbedder::load(
+            &fetched.path,
+            &neocloud_runtime::default_device(),
+            &options,
+        )?)
+    })
+    .await??;
+    let embedder = Arc::new(embedder);
+    let batcher = TokenBudgetBatcher::start(
+        embedder.clone(),
+        spec.batching,
+        Some(state.metrics().observer(&spec.name)),
+    );
+    let line = format!(
+        "{} (embedding, {} dimensions, up to {} tokens)",
+        spec.name,
+        embedder.dimension(),
+        embedder.max_tokens()
+    );
+    state.add_model(ServedModel::new(spec.name, embedder, batcher));
+    Ok(line)
+}
+
+#[cfg(feature = "llm")]
+async fn load_llm(
+    spec: ServiceSpec,
+    path: std::path::PathBuf,
+    state: &WorkerState,
+    threads: Option<usize>,
+) -> anyhow::Result<String> {
+    use neocloud_runtime::llm::{LlmConfig, LlmEngine};
+    let engine = tokio::task::spawn_blocking(move || -> anyhow::Result<LlmEngine> {
+        let gguf = find_gguf(&path)?;
+        let g = spec.generation;
+        let chat_template = spec.model.spec.chat_template.clone();
+        let config = LlmConfig {
+            kv_cells: g.kv_cells,
+            max_seqs: g.max_sequences,
+            step_tokens: g.step_tokens,
+            default_max_tokens: g.default_max_tokens,
+            max_waiting: g.max_waiting,
+            threads: threads.map(|t| t as i32),
+            unified_kv: false,
+            prefix_caching: g.prefix_caching,
+            chat_template,
+        };
+        Ok(LlmEngine::load(&gguf, config)?)
+    })
+    .await??;
+    let line = format!(
+        "{} (generation, up to {} tokens per sequence)",
+        spec.name,
+        engine.max_context()
+    );
+    state.add_llm(neocloud_worker::ServedLlm::new(spec.name, Arc::new(engine)));
+    Ok(line)
+}
+
+#[cfg(not(feature = "llm"))]
+async fn load_llm(
+    spec: ServiceSpec,
+    _: std::path::PathBuf,
+    _: &WorkerState,
+    _: Option<usize>,
+) -> anyhow::Result<String> {
+    let _ = spec.generation; // read only by the engine this build lacks
+    anyhow::bail!(
+        "Model {:?}: this neocloud was built without the `llm` feature (cargo build --features llm)",
+        spec.model.metadata.name
+    )
+}
+
+/// The GGUF file of a fetched model: the path itself, or the one `.gguf`
+/// file in the directory.
+#[cfg(feature = "llm")]
+fn find_gguf(path: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    if path.is_file() {
+        return Ok(path.to_path_buf());
+    }
+    let found: Vec<_> = std::fs::read_dir(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
+        .collect();
+    match found.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => anyhow::bail!("no .gguf file in {}", path.display()),
+        many => anyhow::bail!(
+            "{} .gguf files in {}: name one with the source's #SUBDIR",
+            many.len(),
+            path.display()
+        ),
+    }
+}
+
