@@ -154,11 +154,15 @@ VLLM_METRICS = [
 
 
 def _scrape(url) -> dict[str, float]:
-    out = {}
-    for line in requests.get(url + "/metrics", timeout=u.HTTP_TIMEOUT_S).text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            out[key] = float(value)
+    """Samples by `name{labels}`, summed over the replicas (the platform's
+    /metrics labels each worker's samples with its service and replica)."""
+    text = requests.get(url + "/metrics", timeout=u.HTTP_TIMEOUT_S).text
+    out: dict[str, float] = {}
+    for name, labels, value in u.parse_metrics(text).samples:
+        kept = ",".join(f'{k}="{v}"' for k, v in labels.items()
+                        if k not in ("service", "replica"))
+        key = f"{name}{{{kept}}}" if kept else name
+        out[key] = out.get(key, 0.0) + value
     return out
 
 

@@ -220,12 +220,17 @@ def test_control_api_refuses_bad_input_naming_the_field(platform):
         assert r.status_code in (status, 422) if status == 400 else r.status_code == status, (
             url, body, r.status_code, r.text)
         assert needle in r.json()["message"], (needle, r.text)
-    # Optimistic concurrency: a stale resourceVersion is a conflict.
-    r = requests.put(f"{api}/services/x", json=good, timeout=10)
+    # Optimistic concurrency: a stale resourceVersion is a conflict. (A
+    # Model: a Service's status changes under the controller, and status
+    # writes move resourceVersion too, as in Kubernetes.)
+    model = {"apiVersion": "neocloud.dev/v1", "kind": "Model", "metadata": {"name": "m2"},
+             "spec": {"source": "file:///models/m2", "task": "embedding"}}
+    r = requests.put(f"{api}/models/m2", json=model, timeout=10)
     assert r.status_code in (200, 201), r.text
     version = r.json()["metadata"]["resourceVersion"]
-    changed = {**good, "spec": {"model": u.MODEL, "replicas": {"min": 1, "max": 2}}}
-    changed["metadata"] = {"name": "x", "resourceVersion": version}
-    assert requests.put(f"{api}/services/x", json=changed, timeout=10).status_code == 200
-    r = requests.put(f"{api}/services/x", json=changed, timeout=10)
+    changed = {**model, "metadata": {"name": "m2", "resourceVersion": version},
+               "spec": {"source": "file:///models/m2-v2", "task": "embedding"}}
+    r = requests.put(f"{api}/models/m2", json=changed, timeout=10)
+    assert r.status_code == 200, r.text
+    r = requests.put(f"{api}/models/m2", json=changed, timeout=10)
     assert r.status_code == 409 and "resourceVersion" in r.json()["message"], r.text

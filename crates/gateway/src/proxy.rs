@@ -175,7 +175,8 @@ async fn list_models(State(gw): State<Gateway>, request: Request) -> Response {
         .keys()
         .filter(|name| key.is_none_or(|k| k.allows(name)))
         .map(|name| {
-            serde_json::json!({ "id": name, "object": "model", "created": 0, "owned_by": "neocloud" })
+            let created = table.services.get(name).map_or(0, |s| s.counters.created);
+            serde_json::json!({ "id": name, "object": "model", "created": created, "owned_by": "neocloud" })
         })
         .collect();
     axum::Json(serde_json::json!({ "object": "list", "data": data })).into_response()

@@ -132,10 +132,24 @@ impl EndpointState {
 }
 
 /// Per-service counters, shared by every table that names the service.
-#[derive(Default)]
 pub(crate) struct ServiceCounters {
     pub in_flight: AtomicU64,
     pub requests_total: AtomicU64,
+    /// When the service first appeared in a table (Unix seconds): the
+    /// `created` of `/v1/models`.
+    pub created: u64,
+}
+
+impl Default for ServiceCounters {
+    fn default() -> Self {
+        ServiceCounters {
+            in_flight: AtomicU64::new(0),
+            requests_total: AtomicU64::new(0),
+            created: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        }
+    }
 }
 
 /// The table as requests read it.

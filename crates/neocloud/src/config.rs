@@ -43,11 +43,6 @@ pub struct ServiceSpec {
     pub generation: GenerationConfig,
 }
 
-pub fn load(path: Option<&Path>) -> anyhow::Result<Vec<ServiceSpec>> {
-    let (text, origin) = read(path)?;
-    resolve(&text).with_context(|| format!("config from {origin}"))
-}
-
 /// The config as resources for the control plane: its Models, Services and
 /// Collections, and a Service (named after its model) for each Model that
 /// no Service names. Checked as [`resolve`] checks it.
@@ -158,7 +153,7 @@ mod tests {
 
     #[test]
     fn default_config_serves_minilm() {
-        let services = load(None).unwrap();
+        let services = resolve(&read(None).unwrap().0).unwrap();
         assert_eq!(services[0].name, "all-minilm-l6-v2");
         let llm = services.iter().any(|s| s.name == "smollm2-135m-instruct");
         assert_eq!(llm, cfg!(feature = "llm"));

@@ -23,9 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use neocloud_api::{
-    CollectionResource, Document, ModelResource, ServiceResource, WorkerSpec,
-};
+use neocloud_api::{CollectionResource, Document, ModelResource, ServiceResource, WorkerSpec};
 use neocloud_control::{EventType, Kind, Store};
 use neocloud_gateway::{Endpoint, Gateway, RoutingTable, ServiceRoute, VersionRoute};
 use neocloud_ops::{Kpa, ScalingPolicy};
@@ -37,18 +35,25 @@ use serde_json::{Value, json};
 /// Services asked for while they had no replica (the gateway's activator
 /// sets them, the controller takes them).
 #[derive(Clone, Default)]
-pub struct Wakeups(Arc<Mutex<BTreeSet<String>>>);
+pub struct Wakeups(Arc<(Mutex<BTreeSet<String>>, tokio::sync::Notify)>);
 
 impl Wakeups {
+    /// Marks `service` as wanted and wakes the controller at once (a cold
+    /// start should not wait for the next tick).
     pub fn wake(&self, service: &str) {
-        let mut set = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut set = self.0.0.lock().unwrap_or_else(|p| p.into_inner());
         if !set.contains(service) {
             set.insert(service.to_string());
+            self.0.1.notify_one();
         }
     }
 
     fn take(&self) -> BTreeSet<String> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut *self.0.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    async fn notified(&self) {
+        self.0.1.notified().await
     }
 }
 
@@ -103,11 +108,13 @@ impl Controller {
         let mut replicas = self.orch.changes();
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let wakeups = self.wakeups.clone();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = watch.recv() => {}
                 _ = replicas.changed() => {}
+                _ = wakeups.notified() => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
             // The store blocks on fsync: reconcile on the blocking pool.
@@ -178,9 +185,8 @@ impl Controller {
             let name = &svc.metadata.name;
             let spec = &svc.spec;
             let entry = self.policies.entry(name.clone());
-            let (gen_seen, kpa) = entry.or_insert_with(|| {
-                (*generation, Kpa::new(spec.autoscaling, spec.replicas))
-            });
+            let (gen_seen, kpa) =
+                entry.or_insert_with(|| (*generation, Kpa::new(spec.autoscaling, spec.replicas)));
             if gen_seen != generation {
                 *gen_seen = *generation;
                 *kpa = Kpa::new(spec.autoscaling, spec.replicas);
@@ -276,9 +282,13 @@ impl Controller {
         let mut all_ready = !services.is_empty();
         for (generation, svc) in &services {
             let name = &svc.metadata.name;
-            let mine: Vec<&ReplicaStatus> = replicas.iter().filter(|r| &r.service == name).collect();
+            let mine: Vec<&ReplicaStatus> =
+                replicas.iter().filter(|r| &r.service == name).collect();
             let my_sets: Vec<&SetStatus> = sets_now.iter().filter(|s| &s.service == name).collect();
-            let ready = mine.iter().filter(|r| r.state == ReplicaState::Ready).count() as u32;
+            let ready = mine
+                .iter()
+                .filter(|r| r.state == ReplicaState::Ready)
+                .count() as u32;
             let desired = decisions.get(name).map_or(0, |d| d.replicas);
             if svc.spec.replicas.min > 0 && ready == 0 {
                 all_ready = false;
@@ -345,9 +355,9 @@ impl Controller {
                     }
                 },
             };
-            let _ = self
-                .store
-                .update_status(Kind::Collection, &name, status, Some(obj.generation()));
+            let _ =
+                self.store
+                    .update_status(Kind::Collection, &name, status, Some(obj.generation()));
         }
         Ok(())
     }
@@ -360,10 +370,8 @@ fn create_collection(
     use neocloud_vector::hnsw::HnswParams;
     use neocloud_vector::quantize::ScalarQuantization;
     let spec = &c.spec;
-    let distance: neocloud_vector::Distance =
-        serde_json::from_value(json!(spec.distance)).map_err(|e| {
-            neocloud_vector::VectorError::bad(format!("spec.distance: {e}"))
-        })?;
+    let distance: neocloud_vector::Distance = serde_json::from_value(json!(spec.distance))
+        .map_err(|e| neocloud_vector::VectorError::bad(format!("spec.distance: {e}")))?;
     let defaults = HnswParams::default();
     let hnsw = HnswParams {
         m: spec.hnsw.and_then(|h| h.m).unwrap_or(defaults.m),
@@ -409,25 +417,38 @@ fn service_status(
 ) -> Value {
     let restarts: u32 = replicas.iter().map(|r| r.restarts).sum();
     let unschedulable = sets.iter().find_map(|s| s.unschedulable.clone());
-    let crash = replicas
-        .iter()
-        .find_map(|r| r.reason.clone().filter(|x| x.starts_with("CrashLoopBackOff")));
-    let mut conditions = Vec::new();
-    conditions.push(match (missing_model, ready >= desired.max(1) || desired == 0) {
-        (Some(m), _) => condition("Ready", false, "ModelMissing", &format!("no Model named {m:?}")),
-        (None, true) => condition(
-            "Ready",
-            true,
-            "ReplicasReady",
-            &format!("{ready} of {desired} replicas ready"),
-        ),
-        (None, false) => condition(
-            "Ready",
-            false,
-            if crash.is_some() { "CrashLoopBackOff" } else { "ReplicasNotReady" },
-            &format!("{ready} of {desired} replicas ready"),
-        ),
+    let crash = replicas.iter().find_map(|r| {
+        r.reason
+            .clone()
+            .filter(|x| x.starts_with("CrashLoopBackOff"))
     });
+    let mut conditions = Vec::new();
+    conditions.push(
+        match (missing_model, ready >= desired.max(1) || desired == 0) {
+            (Some(m), _) => condition(
+                "Ready",
+                false,
+                "ModelMissing",
+                &format!("no Model named {m:?}"),
+            ),
+            (None, true) => condition(
+                "Ready",
+                true,
+                "ReplicasReady",
+                &format!("{ready} of {desired} replicas ready"),
+            ),
+            (None, false) => condition(
+                "Ready",
+                false,
+                if crash.is_some() {
+                    "CrashLoopBackOff"
+                } else {
+                    "ReplicasNotReady"
+                },
+                &format!("{ready} of {desired} replicas ready"),
+            ),
+        },
+    );
     conditions.push(match &unschedulable {
         Some(why) => condition("Scheduled", false, "Unschedulable", why),
         None => condition("Scheduled", true, "Placed", "every replica has room"),

@@ -94,10 +94,13 @@ async fn serve(args: UpArgs, docs: Vec<Value>, data_dir: PathBuf) -> anyhow::Res
                     doc["kind"].as_str().unwrap_or("?"),
                     doc["metadata"]["name"].as_str().unwrap_or("?")
                 );
-                let (_, outcome) = store.apply(doc).with_context(|| format!("applying {what}"))?;
+                let (_, outcome) = store
+                    .apply(doc)
+                    .with_context(|| format!("applying {what}"))?;
                 tracing::info!("{what} {}", outcome.as_str());
             }
-            let vectors = neocloud_vectord::VectorState::open(&dir).context("opening the vector store")?;
+            let vectors =
+                neocloud_vectord::VectorState::open(&dir).context("opening the vector store")?;
             Ok((store, vectors))
         })
         .await??
@@ -114,7 +117,10 @@ async fn serve(args: UpArgs, docs: Vec<Value>, data_dir: PathBuf) -> anyhow::Res
         data_dir.join("logs"),
         Capacity::detect(args.gpus),
     );
-    ocfg.env.push(("NEOCLOUD_LOG".into(), std::env::var("NEOCLOUD_LOG").unwrap_or_else(|_| "info".into())));
+    ocfg.env.push((
+        "NEOCLOUD_LOG".into(),
+        std::env::var("NEOCLOUD_LOG").unwrap_or_else(|_| "info".into()),
+    ));
     let (orch, events) = LocalOrchestrator::start(ocfg);
 
     let wakeups = Wakeups::default();
@@ -162,7 +168,10 @@ async fn serve(args: UpArgs, docs: Vec<Value>, data_dir: PathBuf) -> anyhow::Res
         });
     let mut app = Router::new()
         .merge(inference)
-        .merge(neocloud_control::api::router(store.clone(), data_dir.clone()))
+        .merge(neocloud_control::api::router(
+            store.clone(),
+            data_dir.clone(),
+        ))
         .merge(neocloud_vectord::router(vectors.clone()))
         .merge(platform)
         .fallback(not_found)
@@ -199,7 +208,10 @@ async fn serve(args: UpArgs, docs: Vec<Value>, data_dir: PathBuf) -> anyhow::Res
             }
         }
         for (service, n) in services {
-            println!("  serving {service} ({n} replica{})", if n == 1 { "" } else { "s" });
+            println!(
+                "  serving {service} ({n} replica{})",
+                if n == 1 { "" } else { "s" }
+            );
         }
         println!(
             "  vector store (Qdrant API): {collections} collection(s) in {}",
@@ -256,7 +268,10 @@ async fn metrics(State(st): State<PlatformState>) -> Response {
     for (i, (_, _, addr)) in targets.iter().enumerate() {
         let addr = *addr;
         set.spawn(async move {
-            (i, neocloud_orchestrator::http_get(addr, "/metrics", Duration::from_secs(2)).await)
+            (
+                i,
+                neocloud_orchestrator::http_get(addr, "/metrics", Duration::from_secs(2)).await,
+            )
         });
     }
     let mut texts: Vec<Option<String>> = vec![None; targets.len()];
@@ -280,7 +295,10 @@ async fn metrics(State(st): State<PlatformState>) -> Response {
         })
         .collect();
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
         neocloud_worker::federate::merge(&sources),
     )
         .into_response()
@@ -355,7 +373,12 @@ impl neocloud_vectord::TextEmbedder for ViaGateway {
                 let i = item["index"].as_u64().unwrap_or(0) as usize;
                 let vector = item["embedding"]
                     .as_array()
-                    .map(|xs| xs.iter().filter_map(|x| x.as_f64()).map(|x| x as f32).collect())
+                    .map(|xs| {
+                        xs.iter()
+                            .filter_map(|x| x.as_f64())
+                            .map(|x| x as f32)
+                            .collect()
+                    })
                     .unwrap_or_default();
                 if let Some(slot) = out.get_mut(i) {
                     *slot = vector;

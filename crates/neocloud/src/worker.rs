@@ -240,4 +240,3 @@ fn find_gguf(path: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
         ),
     }
 }
-

@@ -3,8 +3,10 @@
 //! Every observation is an instantaneous in-flight count. The *stable*
 //! average covers the last `stableWindow`, the *panic* average the last
 //! `panicWindow`; each divided by `targetConcurrency` (rounded up) is a
-//! replica count. Normally the stable count wins, so scaling down follows
-//! load only once a whole stable window has seen less of it. When the
+//! replica count. Normally the stable count wins; scaling down goes only
+//! as low as the highest stable count of the last stable window, so a drop
+//! in load scales down a full stable window later (as Kubernetes' HPA
+//! stabilises scale-down). When the
 //! panic count reaches `panicThreshold` × the ready replicas, the policy
 //! panics: it follows the panic count up at once and does not scale down
 //! until a stable window has passed without panic. With `replicas.min: 0`
@@ -28,6 +30,9 @@ pub struct Kpa {
     last: u32,
     last_requests: Option<u64>,
     last_activity: Option<Instant>,
+    /// Stable-window recommendations of the last stable window: scaling
+    /// down goes no lower than the highest of them.
+    recent: VecDeque<(Instant, u32)>,
 }
 
 impl Kpa {
@@ -40,6 +45,7 @@ impl Kpa {
             last: bounds.min,
             last_requests: None,
             last_activity: None,
+            recent: VecDeque::new(),
         }
     }
 
@@ -103,7 +109,24 @@ impl ScalingPolicy for Kpa {
             self.panic_until = None;
         }
         let panic = self.panic_until.is_some();
-        let mut want = if panic { burst.max(self.last) } else { stable };
+        self.recent.push_back((now, stable));
+        while self
+            .recent
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > self.cfg.stable_window)
+        {
+            self.recent.pop_front();
+        }
+        let mut want = if panic {
+            burst.max(self.last)
+        } else if stable < self.last {
+            // Down only as far as the whole stable window agrees: a drop
+            // in load scales down a stable window later, not sooner.
+            let highest = self.recent.iter().map(|(_, r)| *r).max().unwrap_or(stable);
+            highest.min(self.last).max(stable)
+        } else {
+            stable
+        };
         let mut reason = if panic {
             format!(
                 "panic: {panic_c:.1} in flight over the panic window, target {} per replica",
@@ -214,7 +237,7 @@ mod tests {
             .position(|d| d.replicas == 1)
             .expect("scaled down");
         let secs = (back + 1) as f64 / 4.0;
-        assert!((55.0..=125.0).contains(&secs), "scaled down after {secs} s");
+        assert!((60.0..=125.0).contains(&secs), "scaled down after {secs} s");
         assert!(!after.last().unwrap().panic);
     }
 

@@ -159,6 +159,8 @@ struct Inner {
     changes: watch::Sender<u64>,
     events: mpsc::UnboundedSender<Event>,
     stopping: watch::Sender<bool>,
+    /// Wakes the manager before its next tick (a new desired state).
+    poke: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -275,6 +277,7 @@ impl LocalOrchestrator {
                 changes,
                 events,
                 stopping,
+                poke: tokio::sync::Notify::new(),
             }),
         };
         tokio::spawn(orch.clone().run());
@@ -284,16 +287,21 @@ impl LocalOrchestrator {
     /// The whole desired state: every replica set that should exist. Sets
     /// not named are drained away.
     pub fn apply(&self, sets: Vec<ReplicaSetSpec>) {
-        let mut st = self.lock();
-        st.awaiting_desired = false;
-        st.sets = sets
+        let sets: BTreeMap<_, _> = sets
             .into_iter()
             .map(|s| {
                 let hash = s.hash();
                 ((s.service.clone(), s.version.clone()), (s, hash))
             })
             .collect();
+        let mut st = self.lock();
+        if !st.awaiting_desired && st.sets == sets {
+            return;
+        }
+        st.awaiting_desired = false;
+        st.sets = sets;
         drop(st);
+        self.inner.poke.notify_one();
         self.bump();
     }
 
@@ -397,6 +405,7 @@ impl LocalOrchestrator {
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
+                _ = self.inner.poke.notified() => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
             self.probe().await;
