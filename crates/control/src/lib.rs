@@ -6,6 +6,8 @@
 //!   `resourceVersion`, Kubernetes-style events and a watch channel.
 //! - [`api`]: the Kubernetes-style REST API over the store
 //!   (`/apis/neocloud.dev/v1/...`), as an `axum::Router`.
+//! - [`client`]: a blocking client of that API, for the CLI.
+//! - [`render`]: tables and `describe` text for the CLI.
 //!
 //! What it is not: no model serving, no process management, no
 //! reconcilers. Those read the store (`Store::watch`, `Store::list`) and
@@ -23,7 +25,9 @@
 //! The router has no fallback of its own, so it merges with any other.
 
 pub mod api;
+pub mod client;
 pub mod kind;
+pub mod render;
 pub mod store;
 
 pub use kind::Kind;
