@@ -9,6 +9,7 @@
 //! | `GET`, `DELETE /{plural}/{name}` | one object; delete returns it |
 //! | `GET`, `PUT /{plural}/{name}/status` | the object; replace its status |
 //! | `GET /events?kind=K&name=N` | events, oldest first (`EventList`) |
+//! | `POST /events` | record an event (`type`, `reason`, `message`, `involvedObject`) |
 //! | `GET /services/{name}/logs?tail=N` | the replicas' log tails, text |
 //!
 //! Every error is a Kubernetes `Status` object with a 4xx for what the
@@ -22,24 +23,23 @@
 //! The apply outcome (`created`, `configured`, `unchanged`) is also in the
 //! `neocloud-apply-outcome` response header.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::convert::Infallible;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
-use tokio::sync::broadcast;
 
 use crate::kind::Kind;
-use crate::store::{ApplyOutcome, ControlError, Store, WatchEvent};
+use crate::store::{ApplyOutcome, ControlError, EventType, Store};
 
 mod logs;
+mod watch;
 
 /// Where the API lives.
 pub const PREFIX: &str = "/apis/neocloud.dev/v1";
@@ -66,7 +66,7 @@ pub fn router(store: Store, data_dir: PathBuf) -> Router {
         .route(PREFIX, get(discovery).fallback(method_not_allowed))
         .route(
             &format!("{PREFIX}/events"),
-            get(events).fallback(method_not_allowed),
+            get(events).post(post_event).fallback(method_not_allowed),
         )
         .route(
             &format!("{PREFIX}/{{plural}}"),
@@ -327,7 +327,7 @@ async fn list(
         })?,
     };
     if watching {
-        return watch(state.store, kind, since).await;
+        return watch::watch(state.store, kind, since).await;
     }
     let store = state.store.clone();
     let (objects, revision) = blocking(move || store.list_at(kind)).await?;
@@ -340,79 +340,6 @@ async fn list(
             "items": objects,
         }),
     ))
-}
-
-/// What a watch stream still has to send.
-struct WatchStream {
-    initial: VecDeque<Bytes>,
-    events: broadcast::Receiver<WatchEvent>,
-    kind: Kind,
-    /// Changes at or below this revision are already in `initial`.
-    floor: u64,
-    done: bool,
-}
-
-async fn watch(store: Store, kind: Kind, since: u64) -> Result<Response, StatusError> {
-    // Subscribe before listing, so no write falls between the two.
-    let events = store.watch();
-    let (objects, revision) = blocking(move || store.list_at(kind)).await?;
-    let initial = objects
-        .into_iter()
-        .filter(|o| o.resource_version() > since)
-        .map(|object| {
-            watch_line(&WatchEvent {
-                type_: crate::store::WatchEventType::Added,
-                object,
-            })
-        })
-        .collect();
-    let stream = WatchStream {
-        initial,
-        events,
-        kind,
-        floor: revision.max(since),
-        done: false,
-    };
-    let body = futures_util::stream::unfold(stream, |mut s| async move {
-        if let Some(line) = s.initial.pop_front() {
-            return Some((Ok::<_, Infallible>(line), s));
-        }
-        if s.done {
-            return None;
-        }
-        loop {
-            match s.events.recv().await {
-                Ok(event) => {
-                    if event.kind() == Some(s.kind) && event.object.resource_version() > s.floor {
-                        return Some((Ok(watch_line(&event)), s));
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    s.done = true;
-                    let status = StatusError::new(
-                        StatusCode::GONE,
-                        "Expired",
-                        format!("the watch fell {missed} events behind; list again"),
-                    );
-                    let line = json!({"type": "ERROR", "object": status.body()});
-                    return Some((Ok(Bytes::from(format!("{line}\n"))), s));
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-    });
-    let mut response = Body::from_stream(body).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    Ok(response)
-}
-
-fn watch_line(event: &WatchEvent) -> Bytes {
-    let mut line = serde_json::to_vec(event).unwrap_or_default();
-    line.push(b'\n');
-    Bytes::from(line)
 }
 
 async fn create(
@@ -559,6 +486,57 @@ async fn events(
             "kind": "EventList",
             "items": items,
         }),
+    ))
+}
+
+/// Records an event: `{"type": "Normal"|"Warning", "reason", "message",
+/// "involvedObject": {"kind", "name"}}`. Answers 201 with the event (its
+/// `count` above 1 when it repeated the object's latest one).
+async fn post_event(
+    State(state): State<ControlState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, StatusError> {
+    let doc = parse_body(&headers, body)?;
+    let text = |pointer: &str, field: &str| -> Result<String, StatusError> {
+        match doc.pointer(pointer) {
+            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+            Some(Value::String(_)) => Err(StatusError::bad_request(format!(
+                "{field}: must not be empty"
+            ))),
+            Some(_) => Err(StatusError::bad_request(format!(
+                "{field}: must be a string"
+            ))),
+            None => Err(StatusError::bad_request(format!("{field}: missing field"))),
+        }
+    };
+    let type_ = match text("/type", "type")?.as_str() {
+        "Normal" => EventType::Normal,
+        "Warning" => EventType::Warning,
+        other => {
+            return Err(StatusError::bad_request(format!(
+                "type: {other:?} is not Normal or Warning"
+            )));
+        }
+    };
+    let reason = text("/reason", "reason")?;
+    let message = match doc.get("message") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(StatusError::bad_request("message: must be a string")),
+    };
+    let kind_text = text("/involvedObject/kind", "involvedObject.kind")?;
+    let kind = Kind::parse(&kind_text).ok_or_else(|| {
+        StatusError::bad_request(format!(
+            "involvedObject.kind: unknown kind {kind_text:?}, expected Model, Service or Collection"
+        ))
+    })?;
+    let name = text("/involvedObject/name", "involvedObject.name")?;
+    let store = state.store;
+    let event = blocking(move || store.record_event(kind, &name, type_, &reason, &message)).await?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        serde_json::to_value(event).unwrap_or_default(),
     ))
 }
 

@@ -1,6 +1,7 @@
 //! A blocking client of the control plane's REST API (see [`crate::api`]),
 //! and the reading of manifest files, for the CLI.
 
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use serde_json::Value;
 
 use crate::api::{APPLY_OUTCOME_HEADER, PREFIX};
 use crate::kind::Kind;
-use crate::store::{ApplyOutcome, Event, Object};
+use crate::store::{ApplyOutcome, Event, EventType, Object, WatchEvent};
 
 /// The default address of the control plane's API.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
@@ -38,6 +39,8 @@ pub enum ClientError {
 pub struct Client {
     server: String,
     agent: ureq::Agent,
+    /// Without a read timeout: a watch may be quiet for hours.
+    watch_agent: ureq::Agent,
 }
 
 impl Client {
@@ -47,9 +50,13 @@ impl Client {
             .timeout_connect(Duration::from_secs(5))
             .timeout_read(Duration::from_secs(60))
             .build();
+        let watch_agent = ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(5))
+            .build();
         Client {
             server: server.trim_end_matches('/').to_string(),
             agent,
+            watch_agent,
         }
     }
 
@@ -164,6 +171,62 @@ impl Client {
         })
     }
 
+    /// Replaces an object's status; with `generation`, only if the spec
+    /// is still at that generation (409 otherwise).
+    pub fn update_status(
+        &self,
+        kind: Kind,
+        name: &str,
+        status: &Value,
+        generation: Option<u64>,
+    ) -> Result<Object, ClientError> {
+        let mut body = serde_json::json!({ "status": status });
+        if let Some(generation) = generation {
+            body["metadata"] = serde_json::json!({ "generation": generation });
+        }
+        let url = self.url(&[kind.plural(), name, "status"]);
+        let response = self.send(self.agent.put(&url), Some(&body))?;
+        self.json(response)
+    }
+
+    /// Records an event about an object.
+    pub fn record_event(
+        &self,
+        kind: Kind,
+        name: &str,
+        type_: EventType,
+        reason: &str,
+        message: &str,
+    ) -> Result<Event, ClientError> {
+        let body = serde_json::json!({
+            "type": type_,
+            "reason": reason,
+            "message": message,
+            "involvedObject": {"kind": kind.name(), "name": name},
+        });
+        let response = self.send(self.agent.post(&self.url(&["events"])), Some(&body))?;
+        self.json(response)
+    }
+
+    /// Watches a kind: the current objects (changed after `since`, if
+    /// given) as `Added`, then every change, blocking between them. The
+    /// iterator ends when the server closes the stream; an `Err` from it
+    /// (e.g. 410 when the watch fell behind) means: list and watch again.
+    pub fn watch(&self, kind: Kind, since: Option<u64>) -> Result<Watch, ClientError> {
+        let mut request = self
+            .watch_agent
+            .get(&self.url(&[kind.plural()]))
+            .query("watch", "true");
+        if let Some(since) = since {
+            request = request.query("resourceVersion", &since.to_string());
+        }
+        let response = self.send(request, None)?;
+        Ok(Watch {
+            server: self.server.clone(),
+            lines: std::io::BufReader::new(response.into_reader()).lines(),
+        })
+    }
+
     /// The last `tail` lines of each replica's log.
     pub fn logs(&self, service: &str, tail: Option<usize>) -> Result<String, ClientError> {
         let mut request = self
@@ -178,6 +241,40 @@ impl Client {
                 server: self.server.clone(),
                 message: e.to_string(),
             })
+    }
+}
+
+/// A watch stream: see [`Client::watch`].
+pub struct Watch {
+    server: String,
+    lines: std::io::Lines<std::io::BufReader<Box<dyn std::io::Read + Send + Sync + 'static>>>,
+}
+
+impl Iterator for Watch {
+    type Item = Result<WatchEvent, ClientError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let protocol = |message: String| ClientError::Protocol {
+            server: self.server.clone(),
+            message,
+        };
+        let line = match self.lines.next()? {
+            Ok(line) => line,
+            Err(e) => return Some(Err(protocol(format!("reading the watch: {e}")))),
+        };
+        let value: Value = match serde_json::from_str(&line) {
+            Ok(value) => value,
+            Err(e) => return Some(Err(protocol(format!("a watch line: {e}")))),
+        };
+        if value["type"] == "ERROR" {
+            let status = &value["object"];
+            return Some(Err(ClientError::Status {
+                code: status["code"].as_u64().unwrap_or(500) as u16,
+                reason: status["reason"].as_str().unwrap_or("").to_string(),
+                message: status["message"].as_str().unwrap_or("").to_string(),
+            }));
+        }
+        Some(serde_json::from_value(value).map_err(|e| protocol(format!("a watch event: {e}"))))
     }
 }
 

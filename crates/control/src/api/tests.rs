@@ -260,6 +260,29 @@ async fn bad_input_is_a_4xx_status_naming_the_field() {
             "services only",
         ),
         (
+            "POST",
+            "/apis/neocloud.dev/v1/events",
+            r#"{"type": "Odd", "reason": "R", "involvedObject": {"kind": "Service", "name": "x"}}"#
+                .into(),
+            400,
+            "type",
+        ),
+        (
+            "POST",
+            "/apis/neocloud.dev/v1/events",
+            r#"{"type": "Normal", "reason": "R", "involvedObject": {"kind": "Pod", "name": "x"}}"#
+                .into(),
+            400,
+            "involvedObject.kind",
+        ),
+        (
+            "POST",
+            "/apis/neocloud.dev/v1/events",
+            r#"{"type": "Normal", "involvedObject": {"kind": "Service", "name": "x"}}"#.into(),
+            400,
+            "reason",
+        ),
+        (
             "PUT",
             "/apis/neocloud.dev/v1/services/embed/status",
             "{}".into(),

@@ -112,6 +112,49 @@ fn applies_gets_lists_and_deletes_over_http() {
 }
 
 #[test]
+fn reconciler_calls_and_watch_over_http() {
+    let server = serve();
+    let client = Client::new(&server.url);
+    let docs = parse_manifest("m.yaml", MANIFEST).unwrap();
+    client.apply(&docs[1].value).unwrap();
+    let mut watch = client.watch(Kind::Service, None).unwrap();
+    let first = watch.next().unwrap().unwrap();
+    assert_eq!(first.type_, crate::WatchEventType::Added);
+    assert_eq!(first.object.name(), "embed");
+
+    let object = client
+        .update_status(
+            Kind::Service,
+            "embed",
+            &json!({"readyReplicas": 1}),
+            Some(1),
+        )
+        .unwrap();
+    assert_eq!(object.status["readyReplicas"], 1);
+    let modified = watch.next().unwrap().unwrap();
+    assert_eq!(modified.type_, crate::WatchEventType::Modified);
+    assert_eq!(modified.object, object);
+    assert!(matches!(
+        client.update_status(Kind::Service, "embed", &json!({}), Some(7)),
+        Err(ClientError::Status { code: 409, .. })
+    ));
+
+    for _ in 0..2 {
+        client
+            .record_event(Kind::Service, "embed", EventType::Normal, "Ready", "1/1")
+            .unwrap();
+    }
+    let events = server.store.events(Some((Kind::Service, "embed"))).unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].count, 2);
+    // From a version: only what changed after it.
+    let mut watch = client
+        .watch(Kind::Service, Some(object.resource_version() - 1))
+        .unwrap();
+    assert_eq!(watch.next().unwrap().unwrap().object, object);
+}
+
+#[test]
 fn unreachable_server_is_a_transport_error() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
