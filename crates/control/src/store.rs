@@ -476,10 +476,20 @@ fn validate(mut doc: Value) -> Result<(Kind, ObjectMeta, Value), ControlError> {
         for server_managed in ["generation", "uid", "creationTimestamp"] {
             meta.remove(server_managed);
         }
-        // YAML users write `resourceVersion: 7` unquoted.
-        if let Some(Value::Number(n)) = meta.get("resourceVersion") {
-            let text = n.to_string();
-            meta.insert("resourceVersion".into(), Value::String(text));
+        // YAML users write `resourceVersion: 7` unquoted; an empty one
+        // (or null) asks for no check.
+        match meta.get("resourceVersion") {
+            Some(Value::Number(n)) => {
+                let text = n.to_string();
+                meta.insert("resourceVersion".into(), Value::String(text));
+            }
+            Some(Value::Null) => {
+                meta.remove("resourceVersion");
+            }
+            Some(Value::String(s)) if s.is_empty() => {
+                meta.remove("resourceVersion");
+            }
+            _ => {}
         }
     }
     let document = Document::from_value(doc).map_err(|e| ControlError::invalid(e.message))?;

@@ -104,6 +104,11 @@ fn stale_resource_version_is_a_conflict() {
     fresh["metadata"]["resourceVersion"] = json!(2);
     assert_eq!(store.apply(fresh).unwrap().1, ApplyOutcome::Configured);
 
+    // An empty version asks for no check.
+    let mut blank = service("embed", 1, 4);
+    blank["metadata"]["resourceVersion"] = json!("");
+    assert_eq!(store.apply(blank).unwrap().1, ApplyOutcome::Configured);
+
     // A version for an object that does not exist is a conflict too.
     let mut ghost = service("ghost", 1, 1);
     ghost["metadata"]["resourceVersion"] = json!("5");
@@ -351,4 +356,50 @@ fn concurrent_writers_get_distinct_versions() {
         .collect();
     versions.sort();
     assert_eq!(versions, (1..=20).collect::<Vec<_>>());
+}
+
+/// The child of `acknowledged_writes_survive_sigkill`: applies services
+/// until killed, printing each name once `apply` has returned.
+#[test]
+fn crash_child() {
+    let Some(dir) = std::env::var_os("NEOCLOUD_CONTROL_CRASH_DIR") else {
+        return; // only runs as the child
+    };
+    let store = Store::open(std::path::Path::new(&dir)).unwrap();
+    for i in 0.. {
+        store.apply(service(&format!("s{i}"), 1, 1)).unwrap();
+        println!("acked s{i}");
+    }
+}
+
+#[test]
+fn acknowledged_writes_survive_sigkill() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "store::tests::crash_child", "--nocapture"])
+        .env("NEOCLOUD_CONTROL_CRASH_DIR", dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut acked = Vec::new();
+    let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines {
+        let line = line.unwrap();
+        if let Some(name) = line.strip_prefix("acked ") {
+            acked.push(name.to_string());
+            if acked.len() == 20 {
+                child.kill().unwrap(); // SIGKILL, mid-write
+                break;
+            }
+        }
+    }
+    child.wait().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for name in &acked {
+        store.get(Kind::Service, name).unwrap();
+    }
+    let count = store.list(Kind::Service).unwrap().len();
+    assert!(count >= acked.len(), "{count} < {}", acked.len());
+    assert_eq!(store.revision().unwrap(), count as u64);
 }
