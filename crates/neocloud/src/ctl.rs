@@ -26,7 +26,7 @@ impl ServerArgs {
 #[derive(clap::Args)]
 pub struct ApplyArgs {
     /// A manifest file, or a directory of `*.yaml`, `*.yml` and `*.json`
-    /// files (multi-document YAML allowed). Repeatable.
+    /// files (multi-document YAML allowed), or `-` for stdin. Repeatable.
     #[arg(short = 'f', long = "filename", required = true)]
     files: Vec<PathBuf>,
     #[command(flatten)]
@@ -101,7 +101,14 @@ fn kind(text: &str) -> anyhow::Result<Kind> {
 fn manifests(files: &[PathBuf]) -> anyhow::Result<Vec<client::ManifestDocument>> {
     let mut docs = Vec::new();
     for file in files {
-        docs.extend(client::read_manifests(file)?);
+        if file.as_os_str() == "-" {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .context("reading stdin")?;
+            docs.extend(client::parse_manifest("stdin", &text)?);
+        } else {
+            docs.extend(client::read_manifests(file)?);
+        }
     }
     if docs.is_empty() {
         bail!("no resources found in {files:?}");
