@@ -57,6 +57,18 @@ fn apply_creates_configures_and_leaves_unchanged() {
 }
 
 #[test]
+fn stored_objects_read_back_as_typed_documents() {
+    let (_dir, store) = open();
+    store.apply(service("embed", 0, 3)).unwrap();
+    let object = store.get(Kind::Service, "embed").unwrap();
+    let Document::Service(typed) = object.document().unwrap() else {
+        panic!("a Service")
+    };
+    assert_eq!(typed.spec.replicas.max, 3);
+    assert_eq!(typed.metadata.generation, Some(1));
+}
+
+#[test]
 fn labels_change_the_version_but_not_the_generation() {
     let (_dir, store) = open();
     store.apply(service("embed", 1, 1)).unwrap();
