@@ -1,8 +1,10 @@
 //! The `neocloud` binary: parses the command line and wires the roles
-//! (registry, runtime, worker) together. No role logic lives here.
+//! (registry, runtime, worker, control plane client) together. No role
+//! logic lives here.
 
 mod chat;
 mod config;
+mod ctl;
 mod platform;
 mod up;
 mod worker;
@@ -88,6 +90,18 @@ enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
+    /// Create or update resources from manifest files (YAML or JSON).
+    Apply(ctl::ApplyArgs),
+    /// List resources of a kind, or show one.
+    Get(ctl::GetArgs),
+    /// Show a resource in detail: spec, status and its events.
+    Describe(ctl::DescribeArgs),
+    /// Delete a resource, or those a manifest declares.
+    Delete(ctl::DeleteArgs),
+    /// List events, oldest first.
+    Events(ctl::EventsArgs),
+    /// Print the last lines of a service's replica logs.
+    Logs(ctl::LogsArgs),
 }
 
 #[derive(Subcommand)]
@@ -132,6 +146,12 @@ fn main() -> std::process::ExitCode {
         Command::Chat(args) => chat::run(args),
         Command::Worker(args) => worker::run(args),
         Command::Models { command } => models(command),
+        Command::Apply(args) => ctl::apply(args),
+        Command::Get(args) => ctl::get(args),
+        Command::Describe(args) => ctl::describe(args),
+        Command::Delete(args) => ctl::delete(args),
+        Command::Events(args) => ctl::events(args),
+        Command::Logs(args) => ctl::logs(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -180,4 +200,14 @@ fn human_size(bytes: u64) -> String {
         size /= 1024.0;
     }
     format!("{size:.1} TiB")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }
