@@ -167,14 +167,14 @@ def test_autoscaling_step_up_within_the_panic_window_and_back_down(platform):
     wait_for("1 ready", 60, lambda: service(s, "auto").get("status", {}).get("readyReplicas") == 1)
     with Load(s.url, "auto", clients=6, inputs=16):
         t0 = time.monotonic()
-        wait_for("3 desired", 10, lambda: service(s, "auto")["status"]["replicas"] == 3)
+        wait_for("3 desired", 10, lambda: service(s, "auto")["status"]["desiredReplicas"] == 3)
         up_after = time.monotonic() - t0
         wait_for("3 ready", 60, lambda: service(s, "auto")["status"]["readyReplicas"] == 3)
         assert service(s, "auto")["status"]["autoscaler"]["panic"]
     assert up_after <= 2.5, f"scaled up after {up_after:.1f}s, panic window 2s"
     t1 = time.monotonic()
-    wait_for("back to 1", 40, lambda: (st := service(s, "auto")["status"])["replicas"] == 1
-             and st["readyReplicas"] == 1, every=0.5)
+    wait_for("back to 1", 40, lambda: (st := service(s, "auto")["status"])["desiredReplicas"] == 1
+             and st["replicas"] == 1, every=0.5)
     down_after = time.monotonic() - t1
     assert down_after >= 7, f"scaled down after {down_after:.1f}s, before the 8s stable window"
 
@@ -185,7 +185,7 @@ def test_scale_from_zero_holds_the_request(platform):
         "  autoscaling: {scaleToZeroAfter: 2s}\n")))
     # A min-0 service starts at zero.
     assert wait_for("zero replicas", 10, lambda: service(s, "zero").get("status", {}).get(
-        "replicas") == 0)
+        "desiredReplicas") == 0)
     for _ in range(2):
         t0 = time.monotonic()
         r = s.embed({"model": "zero", "input": "wake up"})
@@ -234,3 +234,26 @@ def test_control_api_refuses_bad_input_naming_the_field(platform):
     assert r.status_code == 200, r.text
     r = requests.put(f"{api}/models/m2", json=changed, timeout=10)
     assert r.status_code == 409 and "resourceVersion" in r.json()["message"], r.text
+
+
+def test_a_restarted_control_plane_adopts_its_workers(platform):
+    """SIGKILL `up` itself: its workers keep running, and the next `up` on
+    the same data dir adopts them instead of starting duplicates."""
+    s = platform(MODEL_DOC + service_doc("emb", "  replicas: {min: 2, max: 2}\n"
+                                         "  resources: {cpu: 0.5}\n"))
+    reps = wait_for("2 ready", 60, lambda: (
+        r := s.replicas("emb")) and sum(x["state"] == "Ready" for x in r) == 2 and r)
+    pids = sorted(x["pid"] for x in reps)
+    s.proc.kill()
+    s.proc.wait()
+    assert all(_alive(p) for p in pids), "the workers died with up"
+    s.start()
+    again = wait_for("adopted and ready", 30, lambda: (
+        r := s.replicas("emb")) and sum(x["state"] == "Ready" for x in r) == 2 and r)
+    assert sorted(x["pid"] for x in again) == pids
+    assert all(x["adopted"] for x in again)
+    assert sorted(s.worker_pids()) == pids, "a duplicate worker was started"
+    r = s.embed({"model": "emb", "input": "still here"})
+    assert r.status_code == 200, r.text
+    events = cli(s, "events", "service", "emb")
+    assert "Adopted" in events, events

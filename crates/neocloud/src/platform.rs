@@ -455,7 +455,8 @@ fn service_status(
     });
     json!({
         "observedGeneration": generation,
-        "replicas": desired,
+        "desiredReplicas": desired,
+        "replicas": replicas.len(),
         "readyReplicas": ready,
         "restarts": restarts,
         "autoscaler": decision.map(|d| json!({"desired": d.replicas, "panic": d.panic, "reason": d.reason})),
