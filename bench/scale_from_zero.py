@@ -63,10 +63,24 @@ def status(url: str) -> dict:
 def wait(what: str, timeout: float, check) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if check():
-            return
+        try:
+            if check():
+                return
+        except requests.RequestException:
+            pass
         time.sleep(0.05)
     raise SystemExit(f"timed out waiting for {what}")
+
+
+def last_ready_seconds(url: str) -> float:
+    """From the orchestrator's latest `Ready` event ("... is ready at ADDR
+    after S s"): the worker's start to its first successful readiness probe."""
+    r = requests.get(f"{url}/apis/neocloud.dev/v1/events",
+                     params={"kind": "Service", "name": "zero"}, timeout=10)
+    r.raise_for_status()
+    items = r.json().get("items", r.json()) if isinstance(r.json(), dict) else r.json()
+    ready = [e for e in items if e.get("reason") == "Ready"]
+    return float(ready[-1]["message"].rsplit("after ", 1)[1].split()[0]) if ready else float("nan")
 
 
 def main() -> None:
@@ -87,7 +101,7 @@ def main() -> None:
          "--config", str(work / "config.yaml"), "--threads", str(args.threads)],
         stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
     body = {"model": "zero", "input": "how long does a cold start take?"}
-    cold, warm = [], []
+    cold, warm, spawn_to_ready = [], [], []
     try:
         wait("up ready", 120, lambda: requests.get(url + "/v2/health/ready", timeout=2).ok)
         # First request: fetches the model into the cache if needed (untimed).
@@ -103,7 +117,9 @@ def main() -> None:
             t0 = time.perf_counter()
             requests.post(url + "/v1/embeddings", json=body, timeout=60).raise_for_status()
             warm.append(time.perf_counter() - t0)
-            print(f"round {i + 1}/{args.rounds}: cold {cold[-1] * 1000:.0f} ms, "
+            spawn_to_ready.append(last_ready_seconds(url))
+            print(f"round {i + 1}/{args.rounds}: cold {cold[-1] * 1000:.0f} ms "
+                  f"(worker start to ready {spawn_to_ready[-1] * 1000:.0f} ms), "
                   f"warm {warm[-1] * 1000:.1f} ms", file=sys.stderr)
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -116,6 +132,8 @@ def main() -> None:
         "cold_p90_ms": q[-1] * 1000,
         "cold_min_ms": min(cold) * 1000, "cold_max_ms": max(cold) * 1000,
         "warm_median_ms": statistics.median(warm) * 1000,
+        "spawn_to_ready_ms": [x * 1000 for x in spawn_to_ready],
+        "spawn_to_ready_median_ms": statistics.median(spawn_to_ready) * 1000,
     }
     print(json.dumps(doc, indent=2))
     if args.out:
