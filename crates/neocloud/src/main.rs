@@ -1,8 +1,9 @@
 //! The `neocloud` binary: parses the command line and wires the roles
-//! (registry, runtime, worker) together. No role logic lives here.
+//! (registry, runtime, worker, gateway) together. No role logic lives here.
 
 mod chat;
 mod config;
+mod gateway;
 mod up;
 
 /// Inference allocates and frees large tensors on every layer; mimalloc
@@ -60,6 +61,8 @@ pub fn home_dir() -> anyhow::Result<PathBuf> {
 enum Command {
     /// Run neocloud on this machine, serving the configured models.
     Up(up::UpArgs),
+    /// Run the gateway alone in front of the given replicas.
+    Gateway(gateway::GatewayArgs),
     /// Chat with a served model in the terminal, answers streamed.
     Chat(chat::ChatArgs),
     /// Fetch and inspect models in the cache.
@@ -108,6 +111,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let result = match cli.command {
         Command::Up(args) => up::run(args),
+        Command::Gateway(args) => gateway::run(args),
         Command::Chat(args) => chat::run(args),
         Command::Models { command } => models(command),
     };

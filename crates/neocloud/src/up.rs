@@ -291,7 +291,7 @@ fn find_gguf(path: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
