@@ -62,20 +62,84 @@ fn parse_upstream(text: &str) -> Result<Upstream, String> {
     })
 }
 
+/// Runs the gateway on `--threads` threads, each a single-threaded Tokio
+/// runtime with its own listening socket on the same port (SO_REUSEPORT),
+/// so that the kernel spreads connections over them and a request never
+/// changes threads: the shape of nginx's worker processes.
 pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = args.threads {
-        builder.worker_threads(n.max(1));
-    }
-    let runtime = builder.enable_all().thread_name("neocloud-gw").build()?;
-    runtime.block_on(serve(args))
-}
-
-async fn serve(args: GatewayArgs) -> anyhow::Result<()> {
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
     let keys = match &args.api_keys {
         Some(path) => Some(Arc::new(ApiKeys::load(path)?)),
         None => None,
     };
+    let gateway = Gateway::new(
+        GatewayConfig {
+            max_pending_per_service: args.max_pending,
+            ..GatewayConfig::default()
+        },
+        Arc::new(NoActivator),
+    );
+    gateway.set_table(table(&args));
+
+    // The main thread's runtime waits for the signal; binding happens
+    // inside it because Tokio's sockets need a reactor (each listener
+    // then moves to its own thread's runtime).
+    let main_runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let entered = main_runtime.enter();
+    let first = reuseport_listener(args.listen)?;
+    let addr = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..threads {
+        listeners.push(reuseport_listener(addr)?);
+    }
+    drop(entered);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut workers = Vec::with_capacity(threads);
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let app = neocloud_gateway::standalone_router(gateway.clone(), keys.clone());
+        let mut stop = stop_rx.clone();
+        let worker = std::thread::Builder::new()
+            .name(format!("neocloud-gw-{i}"))
+            .spawn(move || -> anyhow::Result<()> {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)?;
+                    let shutdown = async move {
+                        let _ = stop.wait_for(|stopped| *stopped).await;
+                    };
+                    neocloud_gateway::serve(listener, app, shutdown).await?;
+                    Ok(())
+                })
+            })?;
+        workers.push(worker);
+    }
+
+    println!("neocloud gateway listening on http://{addr} ({threads} threads)");
+    for upstream in &args.upstreams {
+        let addrs: Vec<String> = upstream.addrs.iter().map(|a| a.to_string()).collect();
+        println!("  {} -> {}", upstream.name, addrs.join(", "));
+    }
+    main_runtime.block_on(crate::up::shutdown_signal());
+    let _ = stop_tx.send(true);
+    for worker in workers {
+        match worker.join() {
+            Ok(result) => result?,
+            Err(_) => anyhow::bail!("a gateway thread panicked"),
+        }
+    }
+    Ok(())
+}
+
+/// The static table of the command line: each `--upstream` one service of
+/// one version.
+fn table(args: &GatewayArgs) -> RoutingTable {
     let mut table = RoutingTable::default();
     for upstream in &args.upstreams {
         let endpoints = upstream
@@ -98,22 +162,23 @@ async fn serve(args: GatewayArgs) -> anyhow::Result<()> {
         };
         table.services.insert(upstream.name.clone(), route);
     }
-    let config = GatewayConfig {
-        max_pending_per_service: args.max_pending,
-        ..GatewayConfig::default()
-    };
-    let gateway = Gateway::new(config, Arc::new(NoActivator));
-    gateway.set_table(table);
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let addr = listener.local_addr()?;
-    println!("neocloud gateway listening on http://{addr}");
-    for upstream in &args.upstreams {
-        let addrs: Vec<String> = upstream.addrs.iter().map(|a| a.to_string()).collect();
-        println!("  {} -> {}", upstream.name, addrs.join(", "));
-    }
-    let app = neocloud_gateway::standalone_router(gateway, keys);
-    neocloud_gateway::serve(listener, app, crate::up::shutdown_signal()).await?;
-    Ok(())
+    table
+}
+
+/// A non-blocking listening socket that shares its port with the other
+/// threads' ones.
+fn reuseport_listener(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }?;
+    socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    socket.set_reuseport(true)?;
+    socket
+        .bind(addr)
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = socket.listen(1024)?;
+    Ok(listener.into_std()?)
 }
