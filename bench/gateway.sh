@@ -8,8 +8,9 @@
 # it, then runs wrk against (a) the upstream directly, (b) the gateway,
 # (c) nginx: for each connection count, REPEATS passes, each pass every
 # target once (the order rotates from pass to pass). Prints medians of
-# req/s, p50 and p99 per target, the ratio gateway ÷ nginx and the latency
-# each proxy adds over direct; writes every run as JSON lines to
+# req/s, p50 and p99 per target, the proxy's own CPU time per request (user
+# and system, from /proc), the ratio gateway ÷ nginx and the latency each
+# proxy adds over direct; writes every run as JSON lines to
 # OUT/gateway-runs.jsonl and the summary to OUT/gateway-summary.md.
 #
 # Environment: THREADS (1: gateway runtime threads = nginx worker_processes),
@@ -86,6 +87,7 @@ http {
 NGINX_CONF
 "$NGINX" -p "$WORK" -c "$WORK/nginx.conf" -g 'daemon off;' &
 PIDS+=($!)
+GW_PID=${PIDS[1]} NGINX_MASTER=${PIDS[2]}
 
 declare -A URLS=(
   [direct]=http://127.0.0.1:$UP_PORT
@@ -104,6 +106,24 @@ for target in "${TARGETS[@]}"; do
   [[ $code == 200 ]] || { echo "$target at ${URLS[$target]} answers $code" >&2; exit 1; }
 done
 
+# CPU ticks (user, system) used so far by the proxy behind a target.
+proxy_pids() {
+  case $1 in
+    gateway) echo "$GW_PID" ;;
+    nginx) pgrep -P "$NGINX_MASTER" ;;
+    *) ;;
+  esac
+}
+cpu_ticks() {
+  local u=0 s=0 pid
+  for pid in $(proxy_pids "$1"); do
+    read -r pu ps < <(awk '{print $14, $15}' "/proc/$pid/stat")
+    u=$((u + pu)) s=$((s + ps))
+  done
+  echo "$u $s"
+}
+TICK=$(getconf CLK_TCK)
+
 RUNS=$OUT/gateway-runs.jsonl
 : >"$RUNS"
 echo "threads: gateway $THREADS, nginx worker_processes $THREADS, upstream $UPSTREAM_THREADS, wrk $WRK_THREADS; $(nproc) cores"
@@ -114,9 +134,13 @@ for c in $CONNECTIONS; do
   for pass in $(seq "$REPEATS"); do
     for i in 0 1 2; do
       target=${TARGETS[$(( (i + pass) % 3 ))]}
+      read -r u0 s0 < <(cpu_ticks "$target")
       line=$("$WRK" -t"$WRK_THREADS" -c"$c" -d"$DURATION" --latency -s "$HERE/gateway.lua" \
         "${URLS[$target]}" | sed -n 's/^NEOCLOUD_RESULT //p')
-      echo "{\"target\":\"$target\",\"connections\":$c,\"pass\":$pass,\"result\":$line}" | tee -a "$RUNS"
+      read -r u1 s1 < <(cpu_ticks "$target")
+      cpu=$(awk -v u="$((u1 - u0))" -v s="$((s1 - s0))" -v t="$TICK" \
+        'BEGIN { printf "{\"user_s\":%.3f,\"sys_s\":%.3f}", u / t, s / t }')
+      echo "{\"target\":\"$target\",\"connections\":$c,\"pass\":$pass,\"proxy_cpu\":$cpu,\"result\":$line}" | tee -a "$RUNS"
     done
   done
 done
@@ -128,18 +152,21 @@ threads = sys.argv[2]
 med = lambda xs: statistics.median(xs)
 conns = sorted({r["connections"] for r in runs})
 print(f"proxy threads: {threads} (gateway runtime threads = nginx worker_processes)\n")
-print("| connections | target | req/s | p50 ms | p99 ms | non-200 |")
-print("|---|---|---|---|---|---|")
+print("| connections | target | req/s | p50 ms | p99 ms | proxy CPU µs/req (user + sys) | non-200 |")
+print("|---|---|---|---|---|---|---|")
 summary = {}
 for c in conns:
     for t in ("direct", "gateway", "nginx"):
-        rs = [r["result"] for r in runs if r["connections"] == c and r["target"] == t]
-        s = dict(rps=med([r["rps"] for r in rs]),
+        full = [r for r in runs if r["connections"] == c and r["target"] == t]
+        rs = [r["result"] for r in full]
+        per_req = lambda key: med([1e6 * r["proxy_cpu"][key] / r["result"]["requests"] for r in full])
+        s = dict(rps=med([r["rps"] for r in rs]), user=per_req("user_s"), sys=per_req("sys_s"),
                  p50=med([r["latency_ms"]["p50"] for r in rs]),
                  p99=med([r["latency_ms"]["p99"] for r in rs]),
                  bad=sum(r["non_200"] + sum(r["errors"].values()) for r in rs))
         summary[(c, t)] = s
-        print(f"| {c} | {t} | {s['rps']:,.0f} | {s['p50']:.3f} | {s['p99']:.3f} | {s['bad']} |")
+        cpu = "-" if t == "direct" else f"{s['user']:.1f} + {s['sys']:.1f} = {s['user'] + s['sys']:.1f}"
+        print(f"| {c} | {t} | {s['rps']:,.0f} | {s['p50']:.3f} | {s['p99']:.3f} | {cpu} | {s['bad']} |")
 print()
 print("| connections | gateway ÷ nginx req/s | gateway adds p50 / p99 (µs) | nginx adds p50 / p99 (µs) |")
 print("|---|---|---|---|")
