@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Mutex;
 use std::task::{Context, Poll};
+use std::thread::ThreadId;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -57,18 +58,30 @@ impl UpstreamConn {
     }
 }
 
-/// An endpoint's idle connections.
+/// An endpoint's idle connections, each tagged with the thread that made
+/// it. A socket belongs to the I/O driver of the runtime that opened it; on
+/// a single-threaded runtime (one of several, as `neocloud gateway --threads
+/// N` runs) a request only takes connections its own thread opened, so
+/// their readiness never has to cross threads. A multi-threaded runtime
+/// shares one driver: any connection will do.
 #[derive(Default)]
 pub(crate) struct ConnPool {
-    idle: Mutex<Vec<UpstreamConn>>,
+    idle: Mutex<Vec<(ThreadId, UpstreamConn)>>,
 }
 
 impl ConnPool {
     fn take(&self) -> Option<UpstreamConn> {
-        match self.idle.lock() {
-            Ok(mut idle) => idle.pop(),
-            Err(poisoned) => poisoned.into_inner().pop(),
-        }
+        let mut idle = match self.idle.lock() {
+            Ok(idle) => idle,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let shared_driver = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread);
+        let here = std::thread::current().id();
+        let position = idle
+            .iter()
+            .rposition(|(thread, _)| shared_driver || *thread == here)?;
+        Some(idle.swap_remove(position).1)
     }
 
     fn put(&self, conn: UpstreamConn) {
@@ -77,7 +90,7 @@ impl ConnPool {
             Err(poisoned) => poisoned.into_inner(),
         };
         if idle.len() < MAX_IDLE_PER_ENDPOINT {
-            idle.push(conn);
+            idle.push((std::thread::current().id(), conn));
         }
     }
 }
