@@ -106,7 +106,9 @@ async fn openai(State(gw): State<Gateway>, request: Request) -> Response {
     };
     let prompt = fields.prompt;
     let Some(service) = gw.lookup(&model) else {
-        return gw.unknown_model(&model).render(surface);
+        return gw
+            .unknown_model(&model, parts.extensions.get())
+            .render(surface);
     };
     let affinity = prompt.filter(|_| service.generation).map(|prompt| {
         let len = prompt.len().min(gw.config().affinity_prefix_bytes);
@@ -133,7 +135,9 @@ async fn kserve(
         Err(e) => return e.render(surface),
     };
     let Some(service) = gw.lookup(&path.model) else {
-        return gw.unknown_model(&path.model).render(surface);
+        return gw
+            .unknown_model(&path.model, parts.extensions.get())
+            .render(surface);
     };
     let affinity = if service.generation && parts.method == Method::POST {
         scan::top_level_fields(&body)
@@ -226,11 +230,18 @@ impl Gateway {
         self.inner.table.load().services.get(model).cloned()
     }
 
-    fn unknown_model(&self, model: &str) -> GatewayError {
+    /// The 404 for `model`, listing the services the caller may use.
+    fn unknown_model(&self, model: &str, key: Option<&AuthorizedKey>) -> GatewayError {
         let table = self.inner.table.load();
         GatewayError::UnknownModel {
             model: model.to_string(),
-            served: table.source.services.keys().cloned().collect(),
+            served: table
+                .source
+                .services
+                .keys()
+                .filter(|name| key.is_none_or(|k| k.allows(name)))
+                .cloned()
+                .collect(),
         }
     }
 
@@ -363,7 +374,7 @@ impl Gateway {
             match self.lookup(&service.name) {
                 Some(current) if current.has_endpoints() => return Ok(current),
                 Some(_) => {}
-                None => return Err(self.unknown_model(&service.name)),
+                None => return Err(self.unknown_model(&service.name, None)),
             }
             match tokio::time::timeout_at(deadline, versions.changed()).await {
                 Ok(Ok(())) => {}

@@ -499,3 +499,20 @@ async fn a_pooled_connection_closed_by_the_upstream_is_replaced_not_blamed() {
         tokio::time::sleep(Duration::from_millis(40)).await;
     }
 }
+
+#[tokio::test]
+async fn bodies_past_the_limit_are_413() {
+    let a = Upstream::start("a", Behaviour::Answer).await;
+    let config = GatewayConfig {
+        max_body_bytes: 64,
+        ..GatewayConfig::default()
+    };
+    let (_gw, addr) = gateway(config, table(&[("alpha", vec![a.endpoint()])])).await;
+    let body = format!(r#"{{"model":"alpha","input":"{}"}}"#, "x".repeat(100));
+    let answer = TestClient::new(addr)
+        .call("POST", "/v1/embeddings", &body, &[])
+        .await;
+    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(answer.body["error"]["code"], "payload_too_large");
+    assert_eq!(a.hits.load(Ordering::SeqCst), 0);
+}
