@@ -30,6 +30,7 @@ mod error;
 mod proxy;
 mod scan;
 mod table;
+mod upstream;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
@@ -96,7 +97,6 @@ struct Inner {
     registry: Mutex<Registry>,
     /// Bumped by every `set_table`; held requests wait on it.
     table_version: tokio::sync::watch::Sender<u64>,
-    client: proxy::UpstreamClient,
     /// The zero of the nanosecond clock that ejection deadlines use.
     epoch: Instant,
 }
@@ -111,7 +111,6 @@ impl Gateway {
     /// A gateway with an empty routing table. Upstream connections are made
     /// lazily on the Tokio runtime that serves the requests.
     pub fn new(config: GatewayConfig, activator: Arc<dyn Activator>) -> Gateway {
-        let client = proxy::upstream_client(&config);
         Gateway {
             inner: Arc::new(Inner {
                 config,
@@ -119,7 +118,6 @@ impl Gateway {
                 table: ArcSwap::from_pointee(CompiledTable::default()),
                 registry: Mutex::new(Registry::default()),
                 table_version: tokio::sync::watch::Sender::new(0),
-                client,
                 epoch: Instant::now(),
             }),
         }

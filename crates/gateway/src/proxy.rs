@@ -8,7 +8,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -21,29 +20,15 @@ use http::uri::{PathAndQuery, Scheme};
 use http::{Method, Uri};
 use http_body::{Frame, SizeHint};
 use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use tracing::Instrument;
 
+use crate::Gateway;
 use crate::auth::AuthorizedKey;
 use crate::balance::{self, Tried};
 use crate::error::{GatewayError, Surface};
 use crate::scan;
 use crate::table::{CompiledService, EndpointState, ServiceCounters};
-use crate::{Gateway, GatewayConfig};
-
-pub(crate) type UpstreamClient = Client<HttpConnector, Full<Bytes>>;
-
-pub(crate) fn upstream_client(config: &GatewayConfig) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(config.connect_timeout));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build(connector)
-}
+use crate::upstream::{self, ConnPool, PoolRef, UpstreamBody};
 
 /// The gateway's inference routes (OpenAI `/v1/...`, `/tokenize`,
 /// `/detokenize`, KServe `/v2/models/...`) and `GET /v1/models`. No health
@@ -121,7 +106,9 @@ async fn openai(State(gw): State<Gateway>, request: Request) -> Response {
     };
     let prompt = fields.prompt;
     let Some(service) = gw.lookup(&model) else {
-        return gw.unknown_model(&model).render(surface);
+        return gw
+            .unknown_model(&model, parts.extensions.get())
+            .render(surface);
     };
     let affinity = prompt.filter(|_| service.generation).map(|prompt| {
         let len = prompt.len().min(gw.config().affinity_prefix_bytes);
@@ -148,7 +135,9 @@ async fn kserve(
         Err(e) => return e.render(surface),
     };
     let Some(service) = gw.lookup(&path.model) else {
-        return gw.unknown_model(&path.model).render(surface);
+        return gw
+            .unknown_model(&path.model, parts.extensions.get())
+            .render(surface);
     };
     let affinity = if service.generation && parts.method == Method::POST {
         scan::top_level_fields(&body)
@@ -242,11 +231,18 @@ impl Gateway {
         self.inner.table.load().services.get(model).cloned()
     }
 
-    fn unknown_model(&self, model: &str) -> GatewayError {
+    /// The 404 for `model`, listing the services the caller may use.
+    fn unknown_model(&self, model: &str, key: Option<&AuthorizedKey>) -> GatewayError {
         let table = self.inner.table.load();
         GatewayError::UnknownModel {
             model: model.to_string(),
-            served: table.source.services.keys().cloned().collect(),
+            served: table
+                .source
+                .services
+                .keys()
+                .filter(|name| key.is_none_or(|k| k.allows(name)))
+                .cloned()
+                .collect(),
         }
     }
 
@@ -325,35 +321,34 @@ impl Gateway {
                 break;
             };
             version = Some(v);
-            let upstream_uri = {
+            let build = || {
                 let mut uri = http::uri::Parts::default();
                 uri.scheme = Some(Scheme::HTTP);
                 uri.authority = Some(endpoint.authority.clone());
                 uri.path_and_query = Some(path.clone());
-                Uri::from_parts(uri).map_err(|e| GatewayError::BadRequest(e.to_string()))?
+                let mut request = http::Request::new(Full::new(body.clone()));
+                *request.method_mut() = method.clone();
+                *request.uri_mut() = Uri::from_parts(uri).unwrap_or_default();
+                *request.headers_mut() = headers.clone();
+                request
             };
-            let mut request = http::Request::new(Full::new(body.clone()));
-            *request.method_mut() = method.clone();
-            *request.uri_mut() = upstream_uri;
-            *request.headers_mut() = headers.clone();
-
             endpoint.outstanding.fetch_add(1, Ordering::Relaxed);
-            let load = Outstanding(endpoint);
-            match self.inner.client.request(request).await {
-                Ok(response) => {
+            let load = Outstanding(endpoint.clone());
+            match upstream::send(&endpoint.pool, endpoint.addr, config.connect_timeout, build).await
+            {
+                Ok((response, conn)) => {
                     if response.status().is_server_error() {
-                        load.0.record_failure(self.now_nanos(), config);
+                        endpoint.record_failure(self.now_nanos(), config);
                     } else {
-                        load.0.record_success();
+                        endpoint.record_success();
                     }
-                    return Ok(respond(response, load, in_flight));
+                    return Ok(respond(response, conn, load, in_flight).await);
                 }
                 Err(e) => {
-                    let endpoint = &load.0;
                     endpoint.record_failure(self.now_nanos(), config);
                     last_error = error_chain(&e);
                     tracing::debug!(endpoint = %endpoint.id, error = %last_error, "upstream failed; retrying elsewhere");
-                    tried.add(endpoint);
+                    tried.add(&endpoint);
                 }
             }
         }
@@ -380,7 +375,7 @@ impl Gateway {
             match self.lookup(&service.name) {
                 Some(current) if current.has_endpoints() => return Ok(current),
                 Some(_) => {}
-                None => return Err(self.unknown_model(&service.name)),
+                None => return Err(self.unknown_model(&service.name, None)),
             }
             match tokio::time::timeout_at(deadline, versions.changed()).await {
                 Ok(Ok(())) => {}
@@ -406,15 +401,23 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-fn respond(response: http::Response<Incoming>, load: Outstanding, in_flight: InFlight) -> Response {
+async fn respond(
+    response: http::Response<hyper::body::Incoming>,
+    conn: upstream::UpstreamConn,
+    load: Outstanding,
+    in_flight: InFlight,
+) -> Response {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    let body = Body::new(Tracked {
-        inner: body,
-        _load: load,
-        _in_flight: in_flight,
-    });
-    Response::from_parts(parts, body)
+    let mut body = UpstreamBody::new(body, conn, load);
+    body.settle_if_empty().await;
+    Response::from_parts(
+        parts,
+        Body::new(Tracked {
+            inner: body,
+            _in_flight: in_flight,
+        }),
+    )
 }
 
 /// One request counted in its service's `in_flight` until dropped.
@@ -435,16 +438,19 @@ impl Drop for Outstanding {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// An upstream response body, passed through frame by frame; the
-    /// request stays counted until the body ends or the client goes away
-    /// (which drops this, and with it the upstream connection).
-    struct Tracked {
-        #[pin]
-        inner: Incoming,
-        _load: Outstanding,
-        _in_flight: InFlight,
+impl PoolRef for Outstanding {
+    fn pool(&self) -> &ConnPool {
+        &self.0.pool
     }
+}
+
+/// An upstream response body, passed through frame by frame; the request
+/// stays counted (in its endpoint's outstanding requests and its service's
+/// in-flight ones) until the body ends or the client goes away (which drops
+/// this, and with it the upstream connection).
+struct Tracked {
+    inner: UpstreamBody<Outstanding>,
+    _in_flight: InFlight,
 }
 
 impl http_body::Body for Tracked {
@@ -455,7 +461,7 @@ impl http_body::Body for Tracked {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        self.project().inner.poll_frame(cx)
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {

@@ -73,6 +73,8 @@ pub(crate) struct EndpointState {
     pub ejections: AtomicU32,
     /// Gateway-clock nanoseconds until which it is ejected; 0: never was.
     pub ejected_until: AtomicU64,
+    /// Idle keep-alive connections to it.
+    pub pool: crate::upstream::ConnPool,
 }
 
 impl EndpointState {
@@ -87,6 +89,7 @@ impl EndpointState {
             consecutive_failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
+            pool: Default::default(),
         })
     }
 

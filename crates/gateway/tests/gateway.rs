@@ -463,3 +463,56 @@ async fn endpoint_state_survives_a_table_swap() {
     }
     assert_eq!(bad.hits.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    let a = Upstream::start("a", Behaviour::Answer).await;
+    let (_gw, addr) = gateway(
+        GatewayConfig::default(),
+        table(&[("svc", vec![a.endpoint()])]),
+    )
+    .await;
+    let client = TestClient::new(addr);
+    for _ in 0..50 {
+        assert_eq!(client.embed("svc").await.status, StatusCode::OK);
+    }
+    assert_eq!(a.connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_pooled_connection_closed_by_the_upstream_is_replaced_not_blamed() {
+    let closing = neocloud_gateway::Endpoint {
+        id: "closing".into(),
+        addr: closing_upstream().await,
+    };
+    let config = GatewayConfig {
+        eject_after_failures: 1,
+        ..GatewayConfig::default()
+    };
+    let (_gw, addr) = gateway(config, table(&[("svc", vec![closing])])).await;
+    let client = TestClient::new(addr);
+    for _ in 0..5 {
+        let answer = client.embed("svc").await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+        assert_eq!(answer.body["served_by"], "c");
+        // Let the idle connection die in the pool.
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+}
+
+#[tokio::test]
+async fn bodies_past_the_limit_are_413() {
+    let a = Upstream::start("a", Behaviour::Answer).await;
+    let config = GatewayConfig {
+        max_body_bytes: 64,
+        ..GatewayConfig::default()
+    };
+    let (_gw, addr) = gateway(config, table(&[("alpha", vec![a.endpoint()])])).await;
+    let body = format!(r#"{{"model":"alpha","input":"{}"}}"#, "x".repeat(100));
+    let answer = TestClient::new(addr)
+        .call("POST", "/v1/embeddings", &body, &[])
+        .await;
+    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(answer.body["error"]["code"], "payload_too_large");
+    assert_eq!(a.hits.load(Ordering::SeqCst), 0);
+}

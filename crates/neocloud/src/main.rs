@@ -1,10 +1,11 @@
 //! The `neocloud` binary: parses the command line and wires the roles
-//! (registry, runtime, worker, control plane client) together. No role
-//! logic lives here.
+//! (registry, runtime, worker, gateway, control plane client) together. No
+//! role logic lives here.
 
 mod chat;
 mod config;
 mod ctl;
+mod gateway;
 mod platform;
 mod up;
 mod worker;
@@ -80,6 +81,8 @@ pub fn home_dir() -> anyhow::Result<PathBuf> {
 enum Command {
     /// Run neocloud on this machine, serving the configured models.
     Up(up::UpArgs),
+    /// Run the gateway alone in front of the given replicas.
+    Gateway(gateway::GatewayArgs),
     /// Chat with a served model in the terminal, answers streamed.
     Chat(chat::ChatArgs),
     /// Serve one model replica (the process the orchestrator starts per
@@ -143,6 +146,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let result = match cli.command {
         Command::Up(args) => up::run(args),
+        Command::Gateway(args) => gateway::run(args),
         Command::Chat(args) => chat::run(args),
         Command::Worker(args) => worker::run(args),
         Command::Models { command } => models(command),

@@ -44,6 +44,8 @@ pub struct Upstream {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
     pub active: Arc<AtomicUsize>,
+    /// TCP connections accepted.
+    pub connections: Arc<AtomicUsize>,
     failing: Arc<AtomicBool>,
     behaviour: Behaviour,
 }
@@ -56,6 +58,7 @@ impl Upstream {
             addr: listener.local_addr().unwrap(),
             hits: Arc::default(),
             active: Arc::default(),
+            connections: Arc::default(),
             failing: Arc::new(AtomicBool::new(behaviour == Behaviour::Fail)),
             behaviour,
         };
@@ -69,6 +72,10 @@ impl Upstream {
             .route("/v1/chat/completions", post(handler.clone()))
             .route("/v2/models/{model}/infer", post(handler.clone()))
             .route("/v2/models/{model}", get(move || handler(Bytes::new())));
+        let connections = upstream.connections.clone();
+        let listener = axum::serve::ListenerExt::tap_io(listener, move |_| {
+            connections.fetch_add(1, Ordering::SeqCst);
+        });
         tokio::spawn(async move { axum::serve(listener, app).await });
         upstream
     }
@@ -290,4 +297,47 @@ pub async fn next_chunk(body: &mut hyper::body::Incoming) -> Option<Bytes> {
             return Some(data);
         }
     }
+}
+
+/// An upstream that answers one request per connection and then closes it
+/// without saying so (no `Connection: close`), as a worker whose idle
+/// timeout fires would.
+pub async fn closing_upstream() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Headers, then as many body bytes as Content-Length says.
+                loop {
+                    let Ok(n) = stream.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&seen).to_lowercase();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length = text
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if seen.len() >= end + 4 + length {
+                            break;
+                        }
+                    }
+                }
+                let answer = "HTTP/1.1 200 OK\r\ncontent-length: 17\r\n\r\n{\"served_by\":\"c\"}";
+                let _ = stream.write_all(answer.as_bytes()).await;
+                // Close a little later, once the gateway has pooled it.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            });
+        }
+    });
+    addr
 }
