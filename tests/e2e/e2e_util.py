@@ -407,14 +407,15 @@ class Server:
             return "(no log)"
         return text[-n:] + "\n" + self.worker_logs()[-n:]
 
-    def start(self) -> None:
+    def start(self, port: int | None = None) -> None:
+        """Starts `up` on a free port, or on `port` (a restart in place)."""
         binary = neocloud_bin()
         if not binary.is_file():
             raise RuntimeError(
                 f"neocloud binary not found at {binary}; build it with `cargo build` "
                 "or set NEOCLOUD_BIN")
         for attempt in range(3):
-            self.port = free_port()
+            self.port = port or free_port()
             cmd = [str(binary), "up", "--listen", f"127.0.0.1:{self.port}",
                    "--cache-dir", str(self.cache_dir), "--data-dir", str(self.data_dir)]
             if self.config_path:

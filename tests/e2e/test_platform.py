@@ -257,3 +257,81 @@ def test_a_restarted_control_plane_adopts_its_workers(platform):
     assert r.status_code == 200, r.text
     events = cli(s, "events", "service", "emb")
     assert "Adopted" in events, events
+
+
+def test_a_gateway_apart_keeps_serving_while_the_control_plane_restarts(platform, tmp_path):
+    """`neocloud gateway --control-plane URL` follows up's routing table.
+    SIGKILL up: the gateway keeps routing to the workers (they outlive up)
+    from its last table; up restarts on the same port and adopts them, and
+    the gateway follows it again. No request through the gateway fails."""
+    s = platform(MODEL_DOC + service_doc("emb", "  replicas: {min: 1, max: 1}\n"))
+    port = u.free_port()
+    gw_log = open(tmp_path / "gateway.log", "wb")
+    gw = subprocess.Popen([str(u.neocloud_bin()), "gateway", "--listen", f"127.0.0.1:{port}",
+                           "--control-plane", s.url, "--refresh", "100ms", "--threads", "1"],
+                          stdout=gw_log, stderr=subprocess.STDOUT)
+    gw_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for("the gateway routes emb", 30, lambda: _ok(gw_url))
+        with Load(gw_url, "emb", clients=2) as load:
+            time.sleep(1)
+            s.proc.kill()
+            s.proc.wait()
+            time.sleep(2)  # the control plane is down: the gateway serves on
+            served_while_down = len(load.codes)
+            s.start(port=s.port)
+            wait_for("up back", 30, lambda: service(s, "emb").get("status", {}).get(
+                "readyReplicas") == 1)
+            time.sleep(1)
+        assert not load.errors, load.errors[:5]
+        assert served_while_down > 10 and len(load.codes) > served_while_down
+    finally:
+        gw.terminate()
+        gw.wait(timeout=30)
+        gw_log.close()
+    log = (tmp_path / "gateway.log").read_text()
+    assert "serving from the last routing table" in log, log
+    assert "answers again" in log, log
+
+
+def _ok(url: str) -> bool:
+    try:
+        return requests.post(url + "/v1/embeddings", json={"model": "emb", "input": "x"},
+                             timeout=5).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def test_api_keys_guard_inference_and_the_control_api(platform, tmp_path):
+    keys = tmp_path / "keys.yaml"
+    keys.write_text("- {name: admin, key: sk-admin}\n"
+                    "- {name: other, key: sk-other, services: [something-else]}\n")
+    s = platform(MODEL_DOC + service_doc("emb", ""), extra=["--api-keys", str(keys)])
+    body = {"model": "emb", "input": "hello"}
+
+    def post(key=None):
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return requests.post(s.url + "/v1/embeddings", json=body, headers=headers, timeout=30)
+
+    r = post()
+    assert r.status_code == 401 and r.json()["error"]["message"], r.text
+    assert post("sk-wrong").status_code == 401
+    r = post("sk-other")
+    assert r.status_code == 403 and "emb" in r.json()["error"]["message"], r.text
+    assert post("sk-admin").status_code == 200
+    # The control API wants a key too; health and metrics stay open.
+    api = f"{s.url}/apis/neocloud.dev/v1/services"
+    assert requests.get(api, timeout=10).status_code == 401
+    assert requests.get(api, headers={"Authorization": "Bearer sk-admin"},
+                        timeout=10).status_code == 200
+    assert requests.get(s.url + "/v2/health/ready", timeout=10).status_code == 200
+    assert requests.get(s.url + "/metrics", timeout=10).status_code == 200
+    # The CLI sends --api-key (or NEOCLOUD_API_KEY).
+    assert "emb" in cli(s, "get", "services", "--api-key", "sk-admin")
+    denied = subprocess.run([str(u.neocloud_bin()), "get", "services", "--server", s.url],
+                            capture_output=True, text=True, timeout=60)
+    assert denied.returncode != 0
+    # The official client with its api_key.
+    from openai import OpenAI
+    client = OpenAI(base_url=s.url + "/v1", api_key="sk-admin")
+    assert len(client.embeddings.create(model="emb", input="hi").data[0].embedding) == u.DIM

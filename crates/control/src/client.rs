@@ -41,6 +41,8 @@ pub struct Client {
     agent: ureq::Agent,
     /// Without a read timeout: a watch may be quiet for hours.
     watch_agent: ureq::Agent,
+    /// Sent as `Authorization: Bearer KEY` when the server wants API keys.
+    api_key: Option<String>,
 }
 
 impl Client {
@@ -57,7 +59,14 @@ impl Client {
             server: server.trim_end_matches('/').to_string(),
             agent,
             watch_agent,
+            api_key: None,
         }
+    }
+
+    /// Sends `key` with every request (`up --api-keys`).
+    pub fn with_api_key(mut self, key: Option<String>) -> Client {
+        self.api_key = key.filter(|k| !k.is_empty());
+        self
     }
 
     fn url(&self, parts: &[&str]) -> String {
@@ -75,6 +84,10 @@ impl Client {
         request: ureq::Request,
         body: Option<&Value>,
     ) -> Result<ureq::Response, ClientError> {
+        let request = match &self.api_key {
+            Some(key) => request.set("Authorization", &format!("Bearer {key}")),
+            None => request,
+        };
         let result = match body {
             Some(body) => request
                 .set("Content-Type", "application/json")

@@ -15,11 +15,14 @@ pub struct ServerArgs {
     /// The control plane's address.
     #[arg(long, env = "NEOCLOUD_SERVER", default_value = DEFAULT_SERVER)]
     server: String,
+    /// The API key, when the server requires one.
+    #[arg(long, env = "NEOCLOUD_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
 }
 
 impl ServerArgs {
     fn client(&self) -> Client {
-        Client::new(&self.server)
+        Client::new(&self.server).with_api_key(self.api_key.clone())
     }
 }
 

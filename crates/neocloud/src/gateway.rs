@@ -1,5 +1,9 @@
 //! `neocloud gateway`: the gateway role alone, in front of replicas named on
-//! the command line (a static routing table: each service one version).
+//! the command line (a static routing table: each service one version), or
+//! following a control plane (`--control-plane URL`): it polls the routing
+//! table `up` publishes at `/gateway/routes`, keeps serving from the last
+//! one it got while the control plane is away, and asks it to wake
+//! services at zero (`POST /gateway/wake/{service}`).
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -18,8 +22,15 @@ pub struct GatewayArgs {
     listen: SocketAddr,
     /// A service and its replicas, NAME=HOST:PORT[,HOST:PORT...]; repeat
     /// the flag for more services. NAME is the model name clients send.
-    #[arg(long = "upstream", value_name = "NAME=HOST:PORT[,...]", required = true, value_parser = parse_upstream)]
+    #[arg(long = "upstream", value_name = "NAME=HOST:PORT[,...]", required_unless_present = "control_plane", value_parser = parse_upstream)]
     upstreams: Vec<Upstream>,
+    /// Follow this control plane's routing table (e.g. http://127.0.0.1:8080)
+    /// instead of static upstreams.
+    #[arg(long, env = "NEOCLOUD_SERVER", conflicts_with = "upstreams")]
+    control_plane: Option<String>,
+    /// How often the routing table is fetched from the control plane.
+    #[arg(long, default_value = "250ms", value_parser = humantime_serde::re::humantime::parse_duration)]
+    refresh: std::time::Duration,
     /// Services that generate text (prefix affinity on), by NAME.
     #[arg(long, value_name = "NAME")]
     generation: Vec<String>,
@@ -75,14 +86,29 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
         Some(path) => Some(Arc::new(ApiKeys::load(path)?)),
         None => None,
     };
+    let (wake_tx, wake_rx) = std::sync::mpsc::channel::<String>();
+    let activator: Arc<dyn neocloud_gateway::Activator> = match &args.control_plane {
+        Some(_) => Arc::new(move |service: &str| {
+            let _ = wake_tx.send(service.to_string());
+        }),
+        None => Arc::new(NoActivator),
+    };
     let gateway = Gateway::new(
         GatewayConfig {
             max_pending_per_service: args.max_pending,
             ..GatewayConfig::default()
         },
-        Arc::new(NoActivator),
+        activator,
     );
-    gateway.set_table(table(&args));
+    match &args.control_plane {
+        Some(url) => follow(
+            gateway.clone(),
+            url.trim_end_matches('/').to_string(),
+            args.refresh,
+            wake_rx,
+        )?,
+        None => gateway.set_table(table(&args)),
+    }
 
     // The main thread's runtime waits for the signal; binding happens
     // inside it because Tokio's sockets need a reactor (each listener
@@ -122,6 +148,9 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
     }
 
     println!("neocloud gateway listening on http://{addr} ({threads} threads)");
+    if let Some(url) = &args.control_plane {
+        println!("  routing table from {url}/gateway/routes");
+    }
     for upstream in &args.upstreams {
         let addrs: Vec<String> = upstream.addrs.iter().map(|a| a.to_string()).collect();
         println!("  {} -> {}", upstream.name, addrs.join(", "));
@@ -134,6 +163,72 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
             Err(_) => anyhow::bail!("a gateway thread panicked"),
         }
     }
+    Ok(())
+}
+
+/// Keeps `gateway`'s table equal to the control plane's, from a thread of
+/// its own: every `refresh` it fetches `/gateway/routes`; while that
+/// fails, the gateway serves from the last table (logged once per outage).
+/// Services the gateway wants woken are posted to `/gateway/wake/NAME`.
+fn follow(
+    gateway: Gateway,
+    url: String,
+    refresh: std::time::Duration,
+    wakes: std::sync::mpsc::Receiver<String>,
+) -> anyhow::Result<()> {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(std::time::Duration::from_secs(2))
+        .build();
+    let fetch = {
+        let (agent, url) = (agent.clone(), url.clone());
+        move || -> anyhow::Result<RoutingTable> {
+            let resp = agent.get(&format!("{url}/gateway/routes")).call()?;
+            Ok(serde_json::from_reader(resp.into_reader())?)
+        }
+    };
+    // The first table before serving, when the control plane is there.
+    match fetch() {
+        Ok(table) => gateway.set_table(table),
+        Err(e) => {
+            tracing::warn!("no routing table from {url} yet ({e}); serving none until it answers")
+        }
+    }
+    std::thread::Builder::new()
+        .name("neocloud-gw-follow".into())
+        .spawn(move || {
+            let mut last = gateway.table();
+            let mut down = false;
+            loop {
+                let deadline = std::time::Instant::now() + refresh;
+                // Wake requests are sent as they come, deduplicated per round.
+                let mut woken = std::collections::BTreeSet::new();
+                while let Ok(service) =
+                    wakes.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+                {
+                    if woken.insert(service.clone()) {
+                        let _ = agent.post(&format!("{url}/gateway/wake/{service}")).call();
+                    }
+                }
+                match fetch() {
+                    Ok(table) => {
+                        if down {
+                            tracing::info!("the control plane at {url} answers again");
+                            down = false;
+                        }
+                        if table != last {
+                            gateway.set_table(table.clone());
+                            last = table;
+                        }
+                    }
+                    Err(e) => {
+                        if !down {
+                            tracing::warn!("the control plane at {url} does not answer ({e}); serving from the last routing table");
+                            down = true;
+                        }
+                    }
+                }
+            }
+        })?;
     Ok(())
 }
 

@@ -124,6 +124,7 @@ async fn serve(args: UpArgs, docs: Vec<Value>, data_dir: PathBuf) -> anyhow::Res
     let (orch, events) = LocalOrchestrator::start(ocfg);
 
     let wakeups = Wakeups::default();
+    let wakeups_for_api = wakeups.clone();
     let gateway = {
         let w = wakeups.clone();
         Gateway::new(
@@ -162,9 +163,13 @@ async fn serve(args: UpArgs, docs: Vec<Value>, data_dir: PathBuf) -> anyhow::Res
         .route("/v2/health/live", get(|| async { StatusCode::OK }))
         .route("/v2/health/ready", get(health_ready))
         .route("/metrics", get(metrics))
+        .route("/gateway/routes", get(routes))
+        .route("/gateway/wake/{service}", axum::routing::post(wake))
         .with_state(PlatformState {
             ready: ready.clone(),
             orch: orch.clone(),
+            gateway: gateway.clone(),
+            wakeups: wakeups_for_api,
         });
     let mut app = Router::new()
         .merge(inference)
@@ -232,6 +237,23 @@ async fn serve(args: UpArgs, docs: Vec<Value>, data_dir: PathBuf) -> anyhow::Res
 struct PlatformState {
     ready: Arc<std::sync::atomic::AtomicBool>,
     orch: LocalOrchestrator,
+    gateway: Gateway,
+    wakeups: Wakeups,
+}
+
+/// The routing table this process's gateway serves, for gateways running
+/// apart (`neocloud gateway --control-plane URL`).
+async fn routes(State(st): State<PlatformState>) -> axum::Json<neocloud_gateway::RoutingTable> {
+    axum::Json(st.gateway.table())
+}
+
+/// A gateway running apart asks for a service at zero to be woken.
+async fn wake(
+    State(st): State<PlatformState>,
+    axum::extract::Path(service): axum::extract::Path<String>,
+) -> StatusCode {
+    st.wakeups.wake(&service);
+    StatusCode::ACCEPTED
 }
 
 async fn server_metadata() -> axum::Json<Value> {
