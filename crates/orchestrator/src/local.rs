@@ -200,6 +200,33 @@ struct Replica {
 }
 
 impl Replica {
+    /// A replica not started yet (`Pending`), as the reconciler creates it.
+    fn new(service: String, version: String, name: String, hash: String, now: Instant) -> Replica {
+        Replica {
+            service,
+            version,
+            name,
+            hash,
+            child: None,
+            pid: None,
+            start_ticks: None,
+            addr: None,
+            state: ReplicaState::Pending,
+            restarts: 0,
+            failures: 0,
+            backoff_until: None,
+            started_at: now,
+            ready_since: None,
+            last_live_probe: None,
+            live_failures: 0,
+            drain_deadline: None,
+            term_sent: false,
+            reserved: None,
+            adopted: false,
+            reason: None,
+        }
+    }
+
     fn key(&self) -> (String, String) {
         (self.service.clone(), self.version.clone())
     }
@@ -246,27 +273,12 @@ impl LocalOrchestrator {
                     ),
                 });
                 state.replicas.push(Replica {
-                    service: p.service,
-                    version: p.version,
-                    name: p.name,
-                    hash: p.hash,
-                    child: None,
                     pid: Some(p.pid),
                     start_ticks: Some(p.start_ticks),
                     addr: p.addr,
                     state: ReplicaState::Starting,
-                    restarts: 0,
-                    failures: 0,
-                    backoff_until: None,
-                    started_at: Instant::now(),
-                    ready_since: None,
-                    last_live_probe: None,
-                    live_failures: 0,
-                    drain_deadline: None,
-                    term_sent: false,
-                    reserved: None,
                     adopted: true,
-                    reason: None,
+                    ..Replica::new(p.service, p.version, p.name, p.hash, Instant::now())
                 });
             }
         }
@@ -755,29 +767,13 @@ impl LocalOrchestrator {
             let hash = st.sets[&(service.clone(), version.clone())].1.clone();
             for _ in 0..n {
                 let name = free_name(&st.replicas, &service, &version);
-                st.replicas.push(Replica {
-                    service: service.clone(),
-                    version: version.clone(),
+                st.replicas.push(Replica::new(
+                    service.clone(),
+                    version.clone(),
                     name,
-                    hash: hash.clone(),
-                    child: None,
-                    pid: None,
-                    start_ticks: None,
-                    addr: None,
-                    state: ReplicaState::Pending,
-                    restarts: 0,
-                    failures: 0,
-                    backoff_until: None,
-                    started_at: now,
-                    ready_since: None,
-                    last_live_probe: None,
-                    live_failures: 0,
-                    drain_deadline: None,
-                    term_sent: false,
-                    reserved: None,
-                    adopted: false,
-                    reason: None,
-                });
+                    hash.clone(),
+                    now,
+                ));
             }
         }
         changed
