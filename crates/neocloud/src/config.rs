@@ -1,11 +1,12 @@
-//! The config `up` serves: `Model` and `Service` documents, from a file or
-//! the built-in defaults, resolved into one list of services.
+//! The config `up` starts with: `Model`, `Service` and `Collection`
+//! documents, from a file or the built-in defaults, checked and turned into
+//! the resources `up` applies to the control plane.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use neocloud_api::{BatchingConfig, Document, GenerationConfig, ModelResource};
+use neocloud_api::{Document, WorkerSpec};
 
 /// What `up` serves when no config is given (plus [`DEFAULT_LLM_CONFIG`]
 /// when built with the `llm` feature).
@@ -34,15 +35,6 @@ spec:
   runtime: llama-cpp
 "#;
 
-/// A model to serve under a name, with its batching knobs.
-#[derive(Debug, Clone)]
-pub struct ServiceSpec {
-    pub name: String,
-    pub model: ModelResource,
-    pub batching: BatchingConfig,
-    pub generation: GenerationConfig,
-}
-
 /// The config as resources for the control plane: its Models, Services and
 /// Collections, and a Service (named after its model) for each Model that
 /// no Service names. Checked as [`resolve`] checks it.
@@ -64,11 +56,11 @@ pub fn documents(path: Option<&Path>) -> anyhow::Result<Vec<serde_json::Value>> 
         out.push(value);
     }
     for s in services {
-        if !named.contains(&s.name) {
+        if !named.contains(&s.service) {
             out.push(serde_json::json!({
                 "apiVersion": neocloud_api::API_VERSION,
                 "kind": "Service",
-                "metadata": {"name": s.name},
+                "metadata": {"name": s.service},
                 "spec": {"model": s.model.metadata.name},
             }));
         }
@@ -93,9 +85,10 @@ fn read(path: Option<&Path>) -> anyhow::Result<(String, String)> {
     })
 }
 
-/// Pairs services with their models; a model no service names is served
-/// under its own name with default batching.
-pub fn resolve(text: &str) -> anyhow::Result<Vec<ServiceSpec>> {
+/// Pairs services with their models, as what one worker of each would
+/// run; a model no service names is served under its own name with the
+/// default knobs.
+pub fn resolve(text: &str) -> anyhow::Result<Vec<WorkerSpec>> {
     let docs = Document::parse_yaml_stream(text)?;
     let mut models = BTreeMap::new();
     let mut services = Vec::new();
@@ -120,24 +113,31 @@ pub fn resolve(text: &str) -> anyhow::Result<Vec<ServiceSpec>> {
                 s.metadata.name, s.spec.model
             )
         })?;
-        if out.iter().any(|o: &ServiceSpec| o.name == s.metadata.name) {
+        if out
+            .iter()
+            .any(|o: &WorkerSpec| o.service == s.metadata.name)
+        {
             bail!("Service {:?} is declared twice", s.metadata.name);
         }
         used.insert(s.spec.model.clone());
-        out.push(ServiceSpec {
-            name: s.metadata.name.clone(),
+        out.push(WorkerSpec {
+            service: s.metadata.name.clone(),
             model: model.clone(),
             batching: s.spec.batching,
             generation: s.spec.generation,
+            threads: None,
+            max_body_bytes: None,
         });
     }
     for (name, model) in &models {
         if !used.contains(name) {
-            out.push(ServiceSpec {
-                name: name.clone(),
+            out.push(WorkerSpec {
+                service: name.clone(),
                 model: model.clone(),
-                batching: BatchingConfig::default(),
-                generation: GenerationConfig::default(),
+                batching: Default::default(),
+                generation: Default::default(),
+                threads: None,
+                max_body_bytes: None,
             });
         }
     }
@@ -154,8 +154,10 @@ mod tests {
     #[test]
     fn default_config_serves_minilm() {
         let services = resolve(&read(None).unwrap().0).unwrap();
-        assert_eq!(services[0].name, "all-minilm-l6-v2");
-        let llm = services.iter().any(|s| s.name == "smollm2-135m-instruct");
+        assert_eq!(services[0].service, "all-minilm-l6-v2");
+        let llm = services
+            .iter()
+            .any(|s| s.service == "smollm2-135m-instruct");
         assert_eq!(llm, cfg!(feature = "llm"));
     }
 
@@ -166,7 +168,7 @@ mod tests {
         );
         let services = resolve(&text).unwrap();
         assert_eq!(services.len(), 1);
-        assert_eq!(services[0].name, "fast");
+        assert_eq!(services[0].service, "fast");
         assert_eq!(services[0].batching.max_batch_requests, 4);
     }
 

@@ -19,7 +19,6 @@ use neocloud_runtime::{EmbedderOptions, SentenceEmbedder, TokenBudgetBatcher};
 use neocloud_worker::{Metrics, ServedModel, WorkerState};
 
 use crate::CacheArgs;
-use crate::config::ServiceSpec;
 
 #[derive(clap::Args)]
 pub struct WorkerArgs {
@@ -79,21 +78,15 @@ async fn serve(
             .with_context(|| format!("writing {}", path.display()))?;
     }
     tracing::info!(%addr, service = %spec.service, "worker listening; loading the model");
-    let threads = spec.threads;
-    let service = ServiceSpec {
-        name: spec.service.clone(),
-        model: spec.model,
-        batching: spec.batching,
-        generation: spec.generation,
-    };
-    let loading = load_service(service, cache, &state, threads);
+    let service = spec.service.clone();
+    let loading = load_service(spec, cache, &state);
     let line = tokio::select! {
         loaded = loading => match loaded {
             Ok(line) => line,
             Err(e) => {
                 let _ = stop_tx.send(true);
                 let _ = server.await;
-                return Err(e.context(format!("service {:?}", spec.service)));
+                return Err(e.context(format!("service {service:?}")));
             }
         },
         _ = crate::up::shutdown_signal() => {
@@ -120,14 +113,13 @@ fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()>
 /// Fetches, loads and starts serving one service; returns the line `up`
 /// prints for it.
 async fn load_service(
-    spec: ServiceSpec,
+    spec: WorkerSpec,
     cache: neocloud_registry::Cache,
     state: &WorkerState,
-    threads: Option<usize>,
 ) -> anyhow::Result<String> {
     let model_spec = spec.model.spec.clone();
     let source = Source::parse(&model_spec.source).context("spec.source")?;
-    let name = spec.name.clone();
+    let name = spec.service.clone();
     let fetched = {
         let (source, digest, name) = (source.clone(), model_spec.sha256.clone(), name.clone());
         tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
@@ -138,9 +130,8 @@ async fn load_service(
         .await??
     };
     if model_spec.task == ModelTask::Generation {
-        return load_llm(spec, fetched.path, state, threads).await;
+        return load_llm(spec, fetched.path, state).await;
     }
-    let _ = threads;
     let embedder = tokio::task::spawn_blocking(move || -> anyhow::Result<SentenceEmbedder> {
         let options = EmbedderOptions {
             max_input_tokens: model_spec.max_input_tokens,
@@ -156,24 +147,23 @@ async fn load_service(
     let batcher = TokenBudgetBatcher::start(
         embedder.clone(),
         spec.batching,
-        Some(state.metrics().observer(&spec.name)),
+        Some(state.metrics().observer(&spec.service)),
     );
     let line = format!(
         "{} (embedding, {} dimensions, up to {} tokens)",
-        spec.name,
+        spec.service,
         embedder.dimension(),
         embedder.max_tokens()
     );
-    state.add_model(ServedModel::new(spec.name, embedder, batcher));
+    state.add_model(ServedModel::new(spec.service, embedder, batcher));
     Ok(line)
 }
 
 #[cfg(feature = "llm")]
 async fn load_llm(
-    spec: ServiceSpec,
+    spec: WorkerSpec,
     path: std::path::PathBuf,
     state: &WorkerState,
-    threads: Option<usize>,
 ) -> anyhow::Result<String> {
     use neocloud_runtime::llm::{LlmConfig, LlmEngine};
     let engine = tokio::task::spawn_blocking(move || -> anyhow::Result<LlmEngine> {
@@ -186,7 +176,7 @@ async fn load_llm(
             step_tokens: g.step_tokens,
             default_max_tokens: g.default_max_tokens,
             max_waiting: g.max_waiting,
-            threads: threads.map(|t| t as i32),
+            threads: spec.threads.map(|t| t as i32),
             unified_kv: false,
             prefix_caching: g.prefix_caching,
             chat_template,
@@ -196,21 +186,23 @@ async fn load_llm(
     .await??;
     let line = format!(
         "{} (generation, up to {} tokens per sequence)",
-        spec.name,
+        spec.service,
         engine.max_context()
     );
-    state.add_llm(neocloud_worker::ServedLlm::new(spec.name, Arc::new(engine)));
+    state.add_llm(neocloud_worker::ServedLlm::new(
+        spec.service,
+        Arc::new(engine),
+    ));
     Ok(line)
 }
 
 #[cfg(not(feature = "llm"))]
 async fn load_llm(
-    spec: ServiceSpec,
+    spec: WorkerSpec,
     _: std::path::PathBuf,
     _: &WorkerState,
-    _: Option<usize>,
 ) -> anyhow::Result<String> {
-    let _ = spec.generation; // read only by the engine this build lacks
+    let _ = (spec.generation, spec.threads); // read only by the engine this build lacks
     anyhow::bail!(
         "Model {:?}: this neocloud was built without the `llm` feature (cargo build --features llm)",
         spec.model.metadata.name

@@ -169,16 +169,8 @@ mod tests {
     use super::*;
 
     fn kpa(min: u32, max: u32) -> Kpa {
-        Kpa::new(
-            AutoscalingConfig {
-                target_concurrency: 4.0,
-                stable_window: Duration::from_secs(60),
-                panic_window: Duration::from_secs(6),
-                panic_threshold: 2.0,
-                scale_to_zero_after: Duration::from_secs(30),
-            },
-            ReplicaBounds { min, max },
-        )
+        // The defaults: target 4, stable 60 s, panic 6 s at 2x, zero after 30 s.
+        Kpa::new(AutoscalingConfig::default(), ReplicaBounds { min, max })
     }
 
     /// Feeds `in_flight` every 250 ms for `secs`, deciding each time;

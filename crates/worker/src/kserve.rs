@@ -29,7 +29,9 @@ pub fn router() -> Router<WorkerState> {
         .route("/v2/models/{model}/infer", post(infer))
 }
 
-async fn server_metadata() -> axum::Json<ServerMetadata> {
+/// `GET /v2`: the server's name, version and protocol extensions (also
+/// what the platform answers in front of its workers).
+pub async fn server_metadata() -> axum::Json<ServerMetadata> {
     axum::Json(ServerMetadata {
         name: "neocloud",
         version: env!("CARGO_PKG_VERSION"),

@@ -17,6 +17,7 @@ mod metrics;
 mod openai;
 mod state;
 
+pub use kserve::server_metadata;
 #[cfg(feature = "llm")]
 pub use llm::{ServedLlm, chat_completion};
 pub use metrics::Metrics;
