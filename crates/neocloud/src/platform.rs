@@ -11,8 +11,9 @@
 //!    split by traffic weight);
 //! 3. hands the gateway a routing table of the ready replicas (a service
 //!    with none stays in the table, so requests are held, not refused);
-//! 4. writes each Service's status and the orchestrator's events back to
-//!    the store, and creates the declared Collections in the vector store.
+//! 4. writes each Service's status (when it changed) and the
+//!    orchestrator's events back to the store, and creates the declared
+//!    Collections in the vector store.
 //!
 //! The gateway keeps serving from its last table whatever the controller
 //! does; the workers keep running if this process dies, and the next one
@@ -69,6 +70,9 @@ pub struct Controller {
     pub max_body_bytes: usize,
     /// Set once every Service that keeps a replica has a ready one.
     pub ready: Arc<AtomicBool>,
+    /// Set once the first reconcile has built a routing table: before
+    /// that, this process's table is empty, not the truth.
+    pub synced: Arc<AtomicBool>,
     policies: BTreeMap<String, (u64, Kpa)>,
     last_table: Option<RoutingTable>,
     collections_seen: BTreeMap<String, String>,
@@ -96,6 +100,7 @@ impl Controller {
             threads,
             max_body_bytes,
             ready: Arc::new(AtomicBool::new(false)),
+            synced: Arc::new(AtomicBool::new(false)),
             policies: BTreeMap::new(),
             last_table: None,
             collections_seen: BTreeMap::new(),
@@ -302,11 +307,16 @@ impl Controller {
                 decisions.get(name),
                 missing.get(name),
             );
-            let _ = self
-                .store
-                .update_status(Kind::Service, name, status, Some(*generation));
+            // The listed object has the stored status: write only changes
+            // (a no-op write still takes the store's write lock).
+            if svc.status.as_ref() != Some(&status) {
+                let _ = self
+                    .store
+                    .update_status(Kind::Service, name, status, Some(*generation));
+            }
         }
         self.ready.store(all_ready, Ordering::Relaxed);
+        self.synced.store(true, Ordering::Relaxed);
         self.reconcile_collections()?;
         Ok(())
     }
@@ -355,9 +365,14 @@ impl Controller {
                     }
                 },
             };
-            let _ =
-                self.store
-                    .update_status(Kind::Collection, &name, status, Some(obj.generation()));
+            if obj.status != status {
+                let _ = self.store.update_status(
+                    Kind::Collection,
+                    &name,
+                    status,
+                    Some(obj.generation()),
+                );
+            }
         }
         Ok(())
     }

@@ -155,11 +155,12 @@ async fn serve(args: UpArgs, docs: Vec<Value>, data_dir: PathBuf) -> anyhow::Res
         args.max_body_bytes,
     );
     let ready = controller.ready.clone();
+    let synced = controller.synced.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let control_task = tokio::spawn(controller.run(stop_rx.clone()));
 
     let platform = Router::new()
-        .route("/v2", get(server_metadata))
+        .route("/v2", get(neocloud_worker::server_metadata))
         .route("/v2/health/live", get(|| async { StatusCode::OK }))
         .route("/v2/health/ready", get(health_ready))
         .route("/metrics", get(metrics))
@@ -167,6 +168,7 @@ async fn serve(args: UpArgs, docs: Vec<Value>, data_dir: PathBuf) -> anyhow::Res
         .route("/gateway/wake/{service}", axum::routing::post(wake))
         .with_state(PlatformState {
             ready: ready.clone(),
+            synced,
             orch: orch.clone(),
             gateway: gateway.clone(),
             wakeups: wakeups_for_api,
@@ -236,6 +238,7 @@ async fn serve(args: UpArgs, docs: Vec<Value>, data_dir: PathBuf) -> anyhow::Res
 #[derive(Clone)]
 struct PlatformState {
     ready: Arc<std::sync::atomic::AtomicBool>,
+    synced: Arc<std::sync::atomic::AtomicBool>,
     orch: LocalOrchestrator,
     gateway: Gateway,
     wakeups: Wakeups,
@@ -243,8 +246,18 @@ struct PlatformState {
 
 /// The routing table this process's gateway serves, for gateways running
 /// apart (`neocloud gateway --control-plane URL`).
-async fn routes(State(st): State<PlatformState>) -> axum::Json<neocloud_gateway::RoutingTable> {
-    axum::Json(st.gateway.table())
+/// 503 until the controller has built its first table: a control plane
+/// that just started must not hand its empty table to gateways that still
+/// serve the last good one.
+async fn routes(State(st): State<PlatformState>) -> Response {
+    if !st.synced.load(Ordering::Relaxed) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"error": "the routing table is not built yet"})),
+        )
+            .into_response();
+    }
+    axum::Json(st.gateway.table()).into_response()
 }
 
 /// A gateway running apart asks for a service at zero to be woken.
@@ -254,14 +267,6 @@ async fn wake(
 ) -> StatusCode {
     st.wakeups.wake(&service);
     StatusCode::ACCEPTED
-}
-
-async fn server_metadata() -> axum::Json<Value> {
-    axum::Json(json!({
-        "name": "neocloud",
-        "version": env!("CARGO_PKG_VERSION"),
-        "extensions": if cfg!(feature = "llm") { vec!["generate"] } else { vec![] },
-    }))
 }
 
 async fn health_ready(State(st): State<PlatformState>) -> Response {
